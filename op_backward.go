@@ -1,0 +1,345 @@
+package bn
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	"github.com/gorgonia-bn/bn/internal/kern"
+	"gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// The backward pass of one forward op is two ops:
+//
+//	sums = sumsOp(x, dy, y)   shape (2, C) or (2, D, C): [Σdy·x̂ ; Σdy] = [dγ ; dβ]
+//	dx   = dxOp(x, dy, sums)  dx = γ·invstd·(dy − Σdy/n − x̂·Σdy·x̂/n) with batch statistics,
+//	                          dx = γ·invstd·dy with running statistics
+//
+// and dγ, dβ are the two rows of sums. Both read the statistics the forward
+// op saved; y as an input of sumsOp orders them after their forward.
+
+// DiffWRT reports that the op is differentiable with respect to x, γ, β.
+func (op *fwdOp) DiffWRT(n int) []bool {
+	r := make([]bool, n)
+	for i := range r {
+		r[i] = true
+	}
+	return r
+}
+
+// SymDiff returns the gradient nodes of x, γ and β.
+func (op *fwdOp) SymDiff(inputs gorgonia.Nodes, output, grad *gorgonia.Node) (gorgonia.Nodes, error) {
+	if len(inputs) != op.Arity() {
+		return nil, fmt.Errorf("%w: %v takes %d inputs, got %d", ErrShape, op, op.Arity(), len(inputs))
+	}
+	x := inputs[0]
+	sums, err := gorgonia.ApplyOp(&sumsOp{op}, x, grad, output)
+	if err != nil {
+		return nil, err
+	}
+	dx, err := gorgonia.ApplyOp(&dxOp{op}, x, grad, sums)
+	if err != nil {
+		return nil, err
+	}
+	if len(inputs) == 1 {
+		return gorgonia.Nodes{dx}, nil
+	}
+	dg, err := gorgonia.Slice(sums, gorgonia.S(0))
+	if err != nil {
+		return nil, err
+	}
+	db, err := gorgonia.Slice(sums, gorgonia.S(1))
+	if err != nil {
+		return nil, err
+	}
+	return gorgonia.Nodes{dx, dg, db}, nil
+}
+
+// DoDiff accumulates the gradients of x, γ and β for the LispMachine.
+func (op *fwdOp) DoDiff(ctx gorgonia.ExecutionContext, inputs gorgonia.Nodes, output *gorgonia.Node) error {
+	if len(inputs) != op.Arity() {
+		return fmt.Errorf("%w: %v takes %d inputs, got %d", ErrShape, op, op.Arity(), len(inputs))
+	}
+	dy, err := output.Grad()
+	if err != nil {
+		return err
+	}
+	x := inputs[0].Value()
+	sums, err := (&sumsOp{op}).Do(x, dy, output.Value())
+	if err != nil {
+		return err
+	}
+	dx, err := (&dxOp{op}).Do(x, dy, sums)
+	if err != nil {
+		return err
+	}
+	if err := addInto(inputs[0], dx, 0, -1); err != nil {
+		return err
+	}
+	if len(inputs) == 3 {
+		n := op.l.gamma.Shape().TotalSize()
+		if err := addInto(inputs[1], sums, 0, n); err != nil {
+			return err
+		}
+		if err := addInto(inputs[2], sums, n, 2*n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addInto adds v's elements [lo,hi) (hi < 0: all) to node's gradient.
+func addInto(node *gorgonia.Node, v gorgonia.Value, lo, hi int) error {
+	g, err := node.Grad()
+	if err != nil {
+		return err
+	}
+	switch g.Dtype() {
+	case tensor.Float32:
+		return addT[float32](g, v, lo, hi)
+	case tensor.Float64:
+		return addT[float64](g, v, lo, hi)
+	}
+	return fmt.Errorf("%w: gradient of %v", ErrDtype, g.Dtype())
+}
+
+func addT[T kern.Float](g, v gorgonia.Value, lo, hi int) error {
+	dst, err := data[T](g)
+	if err != nil {
+		return err
+	}
+	src, err := data[T](v)
+	if err != nil {
+		return err
+	}
+	if hi < 0 {
+		hi = len(src)
+	}
+	src = src[lo:hi]
+	if len(src) != len(dst) {
+		return fmt.Errorf("%w: gradient of %d values, got %d", ErrShape, len(dst), len(src))
+	}
+	for i := range dst {
+		dst[i] += src[i]
+	}
+	return nil
+}
+
+// sumsOp computes [dγ ; dβ] and the per-segment sums dxOp needs.
+type sumsOp struct{ f *fwdOp }
+
+func (op *sumsOp) Arity() int { return 3 }
+func (op *sumsOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	x := gorgonia.TensorType{Dims: op.f.rank, Of: a}
+	return hm.NewFnType(x, x, x, gorgonia.TensorType{Dims: op.outShape().Dims(), Of: a})
+}
+func (op *sumsOp) outShape() tensor.Shape {
+	if op.f.l.affGroups > 1 {
+		return tensor.Shape{2, op.f.l.affGroups, op.f.l.c}
+	}
+	return tensor.Shape{2, op.f.l.c}
+}
+func (op *sumsOp) InferShape(...gorgonia.DimSizer) (tensor.Shape, error) { return op.outShape(), nil }
+func (op *sumsOp) ReturnsPtr() bool                                     { return false }
+func (op *sumsOp) CallsExtern() bool                                    { return false }
+func (op *sumsOp) OverwritesInput() int                                 { return -1 }
+func (op *sumsOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "bn.BatchNormSums/%d/%d", op.f.l.id, op.f.id)
+}
+func (op *sumsOp) Hashcode() uint32 { return hashOf(op) }
+func (op *sumsOp) String() string   { return "BatchNormSums(" + op.f.l.cfg.name + ")" }
+
+// Do computes the sums.
+func (op *sumsOp) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	if err := op.f.checkBackward(in, 3); err != nil {
+		return nil, err
+	}
+	out := tensor.New(tensor.Of(op.f.l.dt), tensor.WithShape(op.outShape()...))
+	if err := op.do(in, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UsePreallocDo computes the sums into prealloc.
+func (op *sumsOp) UsePreallocDo(prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	if err := op.f.checkBackward(in, 3); err != nil {
+		return nil, err
+	}
+	want := tensor.New(tensor.Of(op.f.l.dt), tensor.WithShape(op.outShape()...))
+	if err := checkLike(prealloc, want, "preallocated sums"); err != nil {
+		return nil, err
+	}
+	if err := op.do(in, prealloc.(tensor.Tensor)); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+func (op *sumsOp) do(in []gorgonia.Value, out tensor.Tensor) error {
+	if op.f.l.dt == tensor.Float32 {
+		return backwardSums[float32](op.f, in, out)
+	}
+	return backwardSums[float64](op.f, in, out)
+}
+
+// checkBackward checks that a forward ran and the inputs match it.
+func (op *fwdOp) checkBackward(in []gorgonia.Value, n int) error {
+	if len(in) != n {
+		return fmt.Errorf("%w: backward of %v takes %d inputs, got %d", ErrShape, op, n, len(in))
+	}
+	if !op.done {
+		return fmt.Errorf("%w: backward of %v before a successful forward", ErrState, op)
+	}
+	for _, v := range in[:2] {
+		if v.Dtype() != op.l.dt {
+			return fmt.Errorf("%w: backward input is %v, layer is %v", ErrDtype, v.Dtype(), op.l.dt)
+		}
+	}
+	if !in[0].Shape().Eq(in[1].Shape()) {
+		return fmt.Errorf("%w: x %v and dy %v differ", ErrShape, in[0].Shape(), in[1].Shape())
+	}
+	return nil
+}
+
+func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tensor) error {
+	x, err := data[T](in[0])
+	if err != nil {
+		return err
+	}
+	dy, err := data[T](in[1])
+	if err != nil {
+		return err
+	}
+	out, err := data[T](outv)
+	if err != nil {
+		return err
+	}
+	p, ok := f.plan.(*kern.Plan[T])
+	if !ok || p.Layout().Len() != len(x) {
+		return fmt.Errorf("%w: backward of %v on an input of another shape than its forward", ErrShape, f)
+	}
+	s := &f.s
+	C := f.l.c
+	k := s.nseg * C
+	s.sums = grow(s.sums, k)
+	p.BackwardSums(x, dy, s.mean, s.sums)
+	A := f.l.affGroups
+	s.tmp = grow(s.tmp, 2*A*C)
+	dg, db := s.tmp[:A*C], s.tmp[A*C:]
+	clear(s.tmp)
+	for sg := range s.nseg {
+		a := s.aff[sg]
+		for c := range C {
+			i := sg*C + c
+			dg[a*C+c] += s.sums[i][1] * s.inv[i]
+			db[a*C+c] += s.sums[i][0]
+		}
+	}
+	for i := range dg {
+		out[i] = T(dg[i])
+		out[A*C+i] = T(db[i])
+	}
+	if s.batch && f.l.cfg.sync != nil {
+		return f.l.cfg.sync.reduceSums(f.l, s)
+	}
+	return nil
+}
+
+// dxOp computes dx.
+type dxOp struct{ f *fwdOp }
+
+func (op *dxOp) Arity() int { return 3 }
+func (op *dxOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	x := gorgonia.TensorType{Dims: op.f.rank, Of: a}
+	return hm.NewFnType(x, x, gorgonia.TensorType{Dims: (&sumsOp{op.f}).outShape().Dims(), Of: a}, x)
+}
+func (op *dxOp) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	xs, ok := in[0].(tensor.Shape)
+	if !ok {
+		return nil, fmt.Errorf("%w: cannot infer the shape of %v", ErrShape, in[0])
+	}
+	return xs.Clone(), nil
+}
+func (op *dxOp) ReturnsPtr() bool     { return false }
+func (op *dxOp) CallsExtern() bool    { return false }
+func (op *dxOp) OverwritesInput() int { return -1 }
+func (op *dxOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "bn.BatchNormDx/%d/%d", op.f.l.id, op.f.id)
+}
+func (op *dxOp) Hashcode() uint32 { return hashOf(op) }
+func (op *dxOp) String() string   { return "BatchNormDx(" + op.f.l.cfg.name + ")" }
+
+// Do computes dx.
+func (op *dxOp) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	if err := op.f.checkBackward(in, 3); err != nil {
+		return nil, err
+	}
+	dx := tensor.New(tensor.Of(op.f.l.dt), tensor.WithShape(in[0].Shape().Clone()...))
+	if err := op.do(in, dx); err != nil {
+		return nil, err
+	}
+	return dx, nil
+}
+
+// UsePreallocDo computes dx into prealloc.
+func (op *dxOp) UsePreallocDo(prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	if err := op.f.checkBackward(in, 3); err != nil {
+		return nil, err
+	}
+	if err := checkLike(prealloc, in[0].(tensor.Tensor), "preallocated dx"); err != nil {
+		return nil, err
+	}
+	if err := op.do(in, prealloc.(tensor.Tensor)); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+func (op *dxOp) do(in []gorgonia.Value, dx tensor.Tensor) error {
+	if op.f.l.dt == tensor.Float32 {
+		return backwardDx[float32](op.f, in, dx)
+	}
+	return backwardDx[float64](op.f, in, dx)
+}
+
+func backwardDx[T kern.Float](f *fwdOp, in []gorgonia.Value, dxv tensor.Tensor) error {
+	x, err := data[T](in[0])
+	if err != nil {
+		return err
+	}
+	dy, err := data[T](in[1])
+	if err != nil {
+		return err
+	}
+	dx, err := data[T](dxv)
+	if err != nil {
+		return err
+	}
+	p, ok := f.plan.(*kern.Plan[T])
+	if !ok || p.Layout().Len() != len(x) {
+		return fmt.Errorf("%w: backward of %v on an input of another shape than its forward", ErrShape, f)
+	}
+	s := &f.s
+	C := f.l.c
+	k := s.nseg * C
+	s.a, s.b, s.c = grow(s.a, k), grow(s.b, k), grow(s.c, k)
+	for sg := range s.nseg {
+		n := s.cnt[sg]
+		for c := range C {
+			i := sg*C + c
+			a := s.scale[i]
+			s.a[i], s.b[i], s.c[i] = a, 0, 0
+			if s.batch && n > 0 {
+				inv := s.inv[i]
+				s.b[i] = -a * inv * inv * s.sums[i][1] / n
+				s.c[i] = -a * s.sums[i][0] / n
+			}
+		}
+	}
+	p.Apply(x, dy, dx, s.mean, s.a, s.b, s.c)
+	return nil
+}

@@ -1,0 +1,735 @@
+package bn
+
+import (
+	"context"
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"math"
+	"sync"
+	"sync/atomic"
+
+	"github.com/chewxy/hm"
+	"github.com/gorgonia-bn/bn/internal/kern"
+	_ "go4.org/unsafe/assume-no-moving-gc" // Gorgonia v0.9.18 panics at start-up on Go ≥ 1.22 without it.
+	"gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Mode selects the statistics a layer normalizes with. It can be switched
+// at any time with SetMode; switching never touches the running statistics.
+type Mode int
+
+const (
+	// Train normalizes with the statistics of the mini-batch and updates the
+	// running statistics.
+	Train Mode = iota
+	// Eval normalizes with the running statistics.
+	Eval
+	// EvalBatchStats normalizes with the statistics of the mini-batch, at
+	// inference: the running statistics are not updated.
+	EvalBatchStats
+	// Frozen normalizes with the running statistics during training: the
+	// gradient is dx = γ·dy/√(running var+ε), γ and β stay trainable, the
+	// running statistics are not updated.
+	Frozen
+)
+
+// String returns the mode's name.
+func (m Mode) String() string {
+	switch m {
+	case Train:
+		return "train"
+	case Eval:
+		return "eval"
+	case EvalBatchStats:
+		return "eval-batch-stats"
+	case Frozen:
+		return "frozen"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// usesBatchStats reports whether a forward in mode m normalizes with batch
+// statistics; without running statistics every mode does (as in PyTorch).
+func (m Mode) usesBatchStats(track bool) bool {
+	return m == Train || m == EvalBatchStats || !track
+}
+
+// Option configures a Layer. Options are validated by New.
+type Option func(*config) error
+
+type config struct {
+	eps, momentum float64
+	cumulative    bool
+	affine, track bool
+	ghost         int
+	name          string
+	sync          *syncConfig
+}
+
+func defaults() config {
+	return config{eps: 1e-5, momentum: 0.1, affine: true, track: true}
+}
+
+// WithEps sets ε, added to the variance for numerical stability (default
+// 1e-5). It must be positive and finite.
+func WithEps(eps float64) Option {
+	return func(c *config) error {
+		if !(eps > 0) || math.IsInf(eps, 0) {
+			return fmt.Errorf("%w: eps must be positive and finite, got %v", ErrOption, eps)
+		}
+		c.eps = eps
+		return nil
+	}
+}
+
+// WithMomentum sets the weight of the new batch in the exponential moving
+// average of the running statistics, r ← (1−m)·r + m·batch (default 0.1,
+// PyTorch's convention). It must lie in [0, 1].
+func WithMomentum(m float64) Option {
+	return func(c *config) error {
+		if !(m >= 0 && m <= 1) {
+			return fmt.Errorf("%w: momentum must be in [0,1], got %v", ErrOption, m)
+		}
+		c.momentum, c.cumulative = m, false
+		return nil
+	}
+}
+
+// WithCumulativeAverage makes the running statistics the plain average of
+// the statistics of every training batch so far (PyTorch's momentum=None):
+// the t-th batch is folded in with weight 1/t.
+func WithCumulativeAverage() Option {
+	return func(c *config) error { c.cumulative = true; return nil }
+}
+
+// WithAffine turns the learned per-channel scale γ and shift β on or off
+// (default on). Without them y = x̂.
+func WithAffine(on bool) Option {
+	return func(c *config) error { c.affine = on; return nil }
+}
+
+// WithTrackRunningStats turns the running statistics on or off (default
+// on). Without them every mode normalizes with batch statistics, as in
+// PyTorch.
+func WithTrackRunningStats(on bool) Option {
+	return func(c *config) error { c.track = on; return nil }
+}
+
+// WithGhostBatch normalizes with the statistics of groups of size samples
+// (ghost batch normalization, Hoffer et al. 2017): samples [0,size) form the
+// first group, [size,2·size) the second, …; the last group may be smaller.
+// The running statistics are updated once per call, from the union of all
+// groups. size must be ≥ 1; 0 turns ghost batches off.
+func WithGhostBatch(size int) Option {
+	return func(c *config) error {
+		if size < 0 {
+			return fmt.Errorf("%w: ghost batch size must be ≥ 1 (or 0 for off), got %d", ErrOption, size)
+		}
+		c.ghost = size
+		return nil
+	}
+}
+
+// WithName names the layer; it prefixes the names of γ and β.
+func WithName(name string) Option {
+	return func(c *config) error { c.name = name; return nil }
+}
+
+var layerIDs atomic.Uint64
+
+// Layer is a batch-normalization layer: it owns the learned per-channel γ
+// (ones) and β (zeros) as graph nodes, the running mean (zeros) and variance
+// (ones) as float64, the count of batches tracked, and the mode. Create it
+// once per layer with New and call Apply on each input.
+//
+// The running statistics and the mode are read and written when the graph
+// runs (by the forward op), so they can be changed between runs without
+// rebuilding the graph. A Layer may be applied to several inputs (weight
+// sharing); each application has its own op and saved statistics.
+type Layer struct {
+	g     *gorgonia.ExprGraph
+	id    uint64
+	c     int
+	dt    tensor.Dtype
+	cfg   config
+	gamma *gorgonia.Node
+	beta  *gorgonia.Node
+	// groups is the number of sets of running statistics (domains); 1 for
+	// plain batch norm. affGroups is the number of sets of γ/β: 1 or groups.
+	groups, affGroups int
+
+	mu      sync.Mutex
+	mode    Mode
+	rmean   []float64 // groups·C
+	rvar    []float64 // groups·C
+	tracked []int64   // per group
+	calls   uint64    // forward calls with batch statistics, for SyncBN's header
+	obs     observer  // PreciseBN's collector, when active
+	per     []kern.Moments
+}
+
+// observer receives the merged batch moments (per group·C) of every forward
+// that uses batch statistics.
+type observer interface {
+	observe(l *Layer, moms []kern.Moments)
+}
+
+// New creates a layer for inputs with the given number of channels and
+// element type (tensor.Float32 or tensor.Float64) in graph g.
+func New(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, opts ...Option) (*Layer, error) {
+	return newLayer(g, channels, dt, 1, false, opts)
+}
+
+func newLayer(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, affPerGroup bool, opts []Option) (*Layer, error) {
+	if g == nil {
+		return nil, fmt.Errorf("%w: nil graph", ErrOption)
+	}
+	if channels < 1 {
+		return nil, fmt.Errorf("%w: channels must be ≥ 1, got %d", ErrShape, channels)
+	}
+	if dt != tensor.Float32 && dt != tensor.Float64 {
+		return nil, fmt.Errorf("%w: %v (want float32 or float64)", ErrDtype, dt)
+	}
+	cfg := defaults()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	l := &Layer{g: g, id: layerIDs.Add(1), c: channels, dt: dt, cfg: cfg, groups: groups, affGroups: 1}
+	if affPerGroup {
+		l.affGroups = groups
+	}
+	if l.cfg.name == "" {
+		l.cfg.name = fmt.Sprintf("bn%d", l.id)
+	}
+	l.rmean = make([]float64, groups*channels)
+	l.rvar = make([]float64, groups*channels)
+	for i := range l.rvar {
+		l.rvar[i] = 1
+	}
+	l.tracked = make([]int64, groups)
+	if cfg.affine {
+		shape := tensor.Shape{channels}
+		if l.affGroups > 1 {
+			shape = tensor.Shape{l.affGroups, channels}
+		}
+		l.gamma = gorgonia.NewTensor(g, dt, len(shape), gorgonia.WithShape(shape...), gorgonia.WithName(l.cfg.name+".gamma"), gorgonia.WithInit(gorgonia.Ones()))
+		l.beta = gorgonia.NewTensor(g, dt, len(shape), gorgonia.WithShape(shape...), gorgonia.WithName(l.cfg.name+".beta"), gorgonia.WithInit(gorgonia.Zeroes()))
+	}
+	return l, nil
+}
+
+// Name returns the layer's name.
+func (l *Layer) Name() string { return l.cfg.name }
+
+// Channels returns the number of channels C.
+func (l *Layer) Channels() int { return l.c }
+
+// Dtype returns the element type of the layer's inputs.
+func (l *Layer) Dtype() tensor.Dtype { return l.dt }
+
+// Gamma returns the scale γ, a node of shape (C), or nil without affine.
+func (l *Layer) Gamma() *gorgonia.Node { return l.gamma }
+
+// Beta returns the shift β, a node of shape (C), or nil without affine.
+func (l *Layer) Beta() *gorgonia.Node { return l.beta }
+
+// Learnables returns the trainable nodes, γ and β (none without affine).
+func (l *Layer) Learnables() gorgonia.Nodes {
+	if l.gamma == nil {
+		return nil
+	}
+	return gorgonia.Nodes{l.gamma, l.beta}
+}
+
+// Mode returns the current mode.
+func (l *Layer) Mode() Mode {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mode
+}
+
+// SetMode switches the mode; it takes effect at the next run of the graph.
+func (l *Layer) SetMode(m Mode) error {
+	if m < Train || m > Frozen {
+		return fmt.Errorf("%w: unknown mode %d", ErrOption, int(m))
+	}
+	l.mu.Lock()
+	l.mode = m
+	l.mu.Unlock()
+	return nil
+}
+
+// RunningStats returns copies of the running mean and (unbiased) variance,
+// of length C (groups·C for a domain layer).
+func (l *Layer) RunningStats() (mean, variance []float64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]float64(nil), l.rmean...), append([]float64(nil), l.rvar...)
+}
+
+// SetRunningStats replaces the running mean and variance. Both must have the
+// length RunningStats returns, be finite, and the variances non-negative.
+func (l *Layer) SetRunningStats(mean, variance []float64) error {
+	if err := l.checkStats(mean, variance); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	copy(l.rmean, mean)
+	copy(l.rvar, variance)
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *Layer) checkStats(mean, variance []float64) error {
+	n := l.groups * l.c
+	if len(mean) != n || len(variance) != n {
+		return fmt.Errorf("%w: running statistics of length %d and %d, want %d", ErrState, len(mean), len(variance), n)
+	}
+	for i := range mean {
+		if math.IsNaN(mean[i]) || math.IsInf(mean[i], 0) || !(variance[i] >= 0) || math.IsInf(variance[i], 0) {
+			return fmt.Errorf("%w: running statistics of channel %d are not finite or the variance is negative (mean %v, var %v)", ErrState, i, mean[i], variance[i])
+		}
+	}
+	return nil
+}
+
+// NumBatchesTracked returns the number of training batches folded into the
+// running statistics (of the first group for a domain layer).
+func (l *Layer) NumBatchesTracked() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.tracked[0]
+}
+
+// ResetRunningStats sets the running mean to 0, the variance to 1 and the
+// counter to 0.
+func (l *Layer) ResetRunningStats() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	clear(l.rmean)
+	for i := range l.rvar {
+		l.rvar[i] = 1
+	}
+	clear(l.tracked)
+}
+
+// Apply returns the node y = BN(x) for x of shape (N, C, …) with 2 to 5
+// dimensions (NCHW layout), of the layer's element type.
+func (l *Layer) Apply(x *gorgonia.Node) (*gorgonia.Node, error) {
+	return l.apply(x, nil)
+}
+
+func (l *Layer) apply(x *gorgonia.Node, seg segmenter) (*gorgonia.Node, error) {
+	if x == nil {
+		return nil, fmt.Errorf("%w: nil input", ErrShape)
+	}
+	if x.Graph() != l.g {
+		return nil, fmt.Errorf("%w: input belongs to another graph", ErrShape)
+	}
+	if err := l.checkShape(x.Shape()); err != nil {
+		return nil, err
+	}
+	if x.Dtype() != l.dt {
+		return nil, fmt.Errorf("%w: input is %v, layer is %v", ErrDtype, x.Dtype(), l.dt)
+	}
+	op := &fwdOp{l: l, rank: x.Dims(), id: opIDs.Add(1), seg: seg}
+	if l.gamma == nil {
+		return gorgonia.ApplyOp(op, x)
+	}
+	return gorgonia.ApplyOp(op, x, l.gamma, l.beta)
+}
+
+func (l *Layer) checkShape(s tensor.Shape) error {
+	if len(s) < 2 || len(s) > 5 {
+		return fmt.Errorf("%w: input must have 2 to 5 dimensions (N, C, …), got shape %v", ErrShape, s)
+	}
+	if s[1] != l.c {
+		return fmt.Errorf("%w: input has %d channels (shape %v), layer has %d", ErrShape, s[1], s, l.c)
+	}
+	return nil
+}
+
+// segmenter assigns the samples of a batch to segments; nil means one
+// segment (or ghost groups, from the layer's options).
+type segmenter interface {
+	// segments fills seg (length n) and returns the number of segments and,
+	// for each segment, its group of running statistics and of γ/β.
+	segments(n int, seg []int) (nseg int, group func(s int) int, err error)
+}
+
+var opIDs atomic.Uint64
+
+// saved is what one forward leaves for its backward.
+type saved struct {
+	batch bool
+	nseg  int
+	cnt   []float64      // per segment: global count
+	mean  []float64      // per segment·C
+	inv   []float64      // per segment·C: 1/√(var+ε)
+	gam   []float64      // per segment·C: γ
+	scale []float64      // per segment·C: γ·inv
+	shift []float64      // per segment·C: β
+	aff   []int          // per segment: its γ/β group
+	moms  []kern.Moments // per segment·C
+	sums  [][2]float64   // per segment·C: (Σdy, Σdy·(x−μ)), global after sync
+	tmp   []float64      // scratch for collectives
+	seg   []int          // per sample
+	// ptrs to backward scratch
+	a, b, c []float64
+}
+
+// fwdOp is the forward Gorgonia op of one application of a layer.
+type fwdOp struct {
+	l    *Layer
+	rank int
+	id   uint64
+	seg  segmenter
+
+	plan any // *kern.Plan[float32] or *kern.Plan[float64]
+	s    saved
+	done bool // a forward has run: the backward may use s
+}
+
+func (op *fwdOp) Arity() int {
+	if op.l.gamma == nil {
+		return 1
+	}
+	return 3
+}
+
+func (op *fwdOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	x := gorgonia.TensorType{Dims: op.rank, Of: a}
+	if op.l.gamma == nil {
+		return hm.NewFnType(x, x)
+	}
+	p := gorgonia.TensorType{Dims: op.l.gamma.Dims(), Of: a}
+	return hm.NewFnType(x, p, p, x)
+}
+
+func (op *fwdOp) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	if len(in) != op.Arity() {
+		return nil, fmt.Errorf("%w: %v takes %d inputs, got %d", ErrShape, op, op.Arity(), len(in))
+	}
+	xs, ok := in[0].(tensor.Shape)
+	if !ok {
+		return nil, fmt.Errorf("%w: cannot infer the shape of %v", ErrShape, in[0])
+	}
+	if err := op.l.checkShape(xs); err != nil {
+		return nil, err
+	}
+	if len(in) == 3 {
+		want := op.l.gamma.Shape()
+		for _, p := range in[1:] {
+			ps, ok := p.(tensor.Shape)
+			if !ok || !ps.Eq(want) {
+				return nil, fmt.Errorf("%w: γ and β must have shape %v, got %v", ErrShape, want, p)
+			}
+		}
+	}
+	return xs.Clone(), nil
+}
+
+func (op *fwdOp) ReturnsPtr() bool     { return false }
+func (op *fwdOp) CallsExtern() bool    { return false }
+func (op *fwdOp) OverwritesInput() int { return -1 }
+func (op *fwdOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "bn.BatchNorm/%d/%d", op.l.id, op.id)
+}
+func (op *fwdOp) Hashcode() uint32 { return hashOf(op) }
+func (op *fwdOp) String() string   { return "BatchNorm(" + op.l.cfg.name + ")" }
+
+func hashOf(op gorgonia.Op) uint32 {
+	h := fnv.New32a()
+	op.WriteHash(h)
+	return h.Sum32()
+}
+
+// Do computes y = BN(x).
+func (op *fwdOp) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	x, err := op.checkInputs(in)
+	if err != nil {
+		return nil, err
+	}
+	y := tensor.New(tensor.Of(op.l.dt), tensor.WithShape(x.Shape().Clone()...))
+	if err := op.forward(in, y); err != nil {
+		return nil, err
+	}
+	return y, nil
+}
+
+// UsePreallocDo computes y = BN(x) into prealloc, which must have x's shape
+// and type.
+func (op *fwdOp) UsePreallocDo(prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	x, err := op.checkInputs(in)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkLike(prealloc, x, "preallocated output"); err != nil {
+		return nil, err
+	}
+	if err := op.forward(in, prealloc.(tensor.Tensor)); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+func checkLike(v gorgonia.Value, like tensor.Tensor, what string) error {
+	t, ok := v.(tensor.Tensor)
+	if !ok || v.Dtype() != like.Dtype() || !t.Shape().Eq(like.Shape()) {
+		return fmt.Errorf("%w: %s is %T %v of %v, want %v of %v", ErrShape, what, v, v.Shape(), v.Dtype(), like.Shape(), like.Dtype())
+	}
+	return nil
+}
+
+func (op *fwdOp) checkInputs(in []gorgonia.Value) (tensor.Tensor, error) {
+	if len(in) != op.Arity() {
+		return nil, fmt.Errorf("%w: %v takes %d inputs, got %d", ErrShape, op, op.Arity(), len(in))
+	}
+	x, ok := in[0].(tensor.Tensor)
+	if !ok {
+		return nil, fmt.Errorf("%w: input is %T, want a tensor", ErrDtype, in[0])
+	}
+	if x.Dtype() != op.l.dt {
+		return nil, fmt.Errorf("%w: input is %v, layer is %v", ErrDtype, x.Dtype(), op.l.dt)
+	}
+	if err := op.l.checkShape(x.Shape()); err != nil {
+		return nil, err
+	}
+	if len(in) == 3 {
+		for i, p := range in[1:] {
+			if p.Dtype() != op.l.dt || !p.Shape().Eq(op.l.gamma.Shape()) {
+				return nil, fmt.Errorf("%w: %s is %v of %v, want %v of %v", ErrShape, [2]string{"γ", "β"}[i], p.Shape(), p.Dtype(), op.l.gamma.Shape(), op.l.dt)
+			}
+		}
+	}
+	return x, nil
+}
+
+func (op *fwdOp) forward(in []gorgonia.Value, y tensor.Tensor) error {
+	if op.l.dt == tensor.Float32 {
+		return forward[float32](op, in, y)
+	}
+	return forward[float64](op, in, y)
+}
+
+// data returns the elements of v in row-major order.
+func data[T kern.Float](v gorgonia.Value) ([]T, error) {
+	t, ok := v.(tensor.Tensor)
+	if !ok {
+		return nil, fmt.Errorf("%w: %T is not a tensor", ErrDtype, v)
+	}
+	if d, ok := t.(*tensor.Dense); ok && d.RequiresIterator() {
+		t = d.Materialize()
+	}
+	s, ok := t.Data().([]T)
+	if !ok {
+		return nil, fmt.Errorf("%w: %v", ErrDtype, t.Dtype())
+	}
+	return s, nil
+}
+
+func grow[E any](s []E, n int) []E {
+	if cap(s) < n {
+		return make([]E, n)
+	}
+	return s[:n]
+}
+
+func layoutOf(s tensor.Shape) (n, c, sp int) {
+	sp = 1
+	for _, d := range s[2:] {
+		sp *= d
+	}
+	return s[0], s[1], sp
+}
+
+// planFor returns the op's plan for T and layout l, rebuilding it when the
+// shape or segments changed.
+func planFor[T kern.Float](op *fwdOp, l kern.Layout) *kern.Plan[T] {
+	p, ok := op.plan.(*kern.Plan[T])
+	if ok {
+		pl := p.Layout()
+		if pl.N == l.N && pl.C == l.C && pl.S == l.S {
+			if pl.Segments() != l.Segments() || !equalInts(pl.Seg, l.Seg) {
+				p.SetSegments(l.Seg, l.NSeg)
+			}
+			return p
+		}
+	}
+	p = kern.NewPlan[T](l, 0)
+	op.plan = p
+	return p
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) || (a == nil) != (b == nil) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func zeroGroup(int) int { return 0 }
+
+// segments computes the op's segments for a batch of n samples.
+func (op *fwdOp) segments(n int) (seg []int, nseg int, group func(int) int, err error) {
+	s := &op.s
+	switch {
+	case op.seg != nil:
+		s.seg = grow(s.seg, n)
+		nseg, group, err = op.seg.segments(n, s.seg)
+		return s.seg, nseg, group, err
+	case op.l.cfg.ghost > 0 && op.l.cfg.ghost < n:
+		s.seg = grow(s.seg, n)
+		return s.seg, kern.GhostSegments(s.seg, op.l.cfg.ghost), zeroGroup, nil
+	}
+	return nil, 1, zeroGroup, nil
+}
+
+func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) error {
+	l := op.l
+	x, err := data[T](in[0])
+	if err != nil {
+		return err
+	}
+	y, err := data[T](yv)
+	if err != nil {
+		return err
+	}
+	var gamma, beta []T
+	if len(in) == 3 {
+		if gamma, err = data[T](in[1]); err != nil {
+			return err
+		}
+		if beta, err = data[T](in[2]); err != nil {
+			return err
+		}
+	}
+	N, C, S := layoutOf(in[0].Shape())
+	seg, nseg, group, err := op.segments(N)
+	if err != nil {
+		return err
+	}
+	plan := planFor[T](op, kern.Layout{N: N, C: C, S: S, Seg: seg, NSeg: nseg})
+
+	l.mu.Lock()
+	mode := l.mode
+	l.mu.Unlock()
+	s := &op.s
+	op.done = false
+	s.batch = mode.usesBatchStats(l.cfg.track)
+	if s.batch {
+		s.moms = grow(s.moms, nseg*C)
+		plan.Stats(x, s.moms)
+		if l.cfg.sync != nil {
+			if s.moms, nseg, err = l.cfg.sync.reduceMoments(l, s, s.moms, nseg, C); err != nil {
+				return err
+			}
+		}
+	}
+	s.nseg = nseg
+	k := nseg * C
+	s.cnt = grow(s.cnt, nseg)
+	s.mean, s.inv, s.gam = grow(s.mean, k), grow(s.inv, k), grow(s.gam, k)
+	s.scale, s.shift, s.aff = grow(s.scale, k), grow(s.shift, k), grow(s.aff, nseg)
+	if s.batch {
+		for sg := range nseg {
+			n := s.moms[sg*C].N
+			if n == 1 {
+				return fmt.Errorf("%w: %d value(s) per channel in segment %d of a batch of shape %v (layer %s, mode %v)", ErrTooFewValues, int(n), sg, in[0].Shape(), l.cfg.name, mode)
+			}
+			s.cnt[sg] = n
+		}
+		for i, m := range s.moms[:k] {
+			s.mean[i], s.inv[i] = m.Mean, kern.InvStd(m, l.cfg.eps)
+		}
+	}
+	l.mu.Lock()
+	if !s.batch {
+		for sg := range nseg {
+			g := group(sg)
+			s.cnt[sg] = 0
+			for c := range C {
+				s.mean[sg*C+c] = l.rmean[g*C+c]
+				s.inv[sg*C+c] = 1 / math.Sqrt(l.rvar[g*C+c]+l.cfg.eps)
+			}
+		}
+	} else {
+		l.calls++
+		if mode == Train && l.cfg.track || l.obs != nil {
+			l.foldLocked(s.moms[:k], nseg, C, group, mode == Train && l.cfg.track)
+		}
+	}
+	l.mu.Unlock()
+	for sg := range nseg {
+		a := 0
+		if l.affGroups > 1 {
+			a = group(sg)
+		}
+		s.aff[sg] = a
+		for c := range C {
+			i := sg*C + c
+			g, b := 1.0, 0.0
+			if gamma != nil {
+				g, b = float64(gamma[a*C+c]), float64(beta[a*C+c])
+			}
+			s.gam[i], s.scale[i], s.shift[i] = g, g*s.inv[i], b
+		}
+	}
+	plan.Apply(x, nil, y, s.mean, nil, s.scale, s.shift)
+	op.done = true
+	return nil
+}
+
+// foldLocked merges the batch moments of the segments of each group and
+// folds them into the running statistics (update) and/or hands them to the
+// PreciseBN observer. l.mu is held.
+func (l *Layer) foldLocked(moms []kern.Moments, nseg, C int, group func(int) int, update bool) {
+	l.per = grow(l.per, l.groups*C)
+	per := l.per
+	if nseg == 1 && l.groups == 1 {
+		per = moms[:C]
+	} else {
+		clear(per)
+		for sg := range nseg {
+			g := group(sg)
+			for c := range C {
+				per[g*C+c] = per[g*C+c].Merge(moms[sg*C+c])
+			}
+		}
+	}
+	if l.obs != nil {
+		l.obs.observe(l, per)
+	}
+	if !update {
+		return
+	}
+	for g := range l.groups {
+		if per[g*C].N <= 1 {
+			continue
+		}
+		l.tracked[g]++
+		w := l.cfg.momentum
+		if l.cfg.cumulative {
+			w = 1 / float64(l.tracked[g])
+		}
+		kern.UpdateRunning(l.rmean[g*C:g*C+C], l.rvar[g*C:g*C+C], per[g*C:g*C+C], w)
+	}
+}
+
+// ctx returns the context collectives of a synchronized layer run under.
+func (l *Layer) ctx() (context.Context, context.CancelFunc) {
+	if l.cfg.sync == nil {
+		return context.Background(), func() {}
+	}
+	return l.cfg.sync.context()
+}
