@@ -142,9 +142,9 @@ func (op *sumsOp) outShape() tensor.Shape {
 	return tensor.Shape{2, op.f.l.c}
 }
 func (op *sumsOp) InferShape(...gorgonia.DimSizer) (tensor.Shape, error) { return op.outShape(), nil }
-func (op *sumsOp) ReturnsPtr() bool                                     { return false }
-func (op *sumsOp) CallsExtern() bool                                    { return false }
-func (op *sumsOp) OverwritesInput() int                                 { return -1 }
+func (op *sumsOp) ReturnsPtr() bool                                      { return false }
+func (op *sumsOp) CallsExtern() bool                                     { return false }
+func (op *sumsOp) OverwritesInput() int                                  { return -1 }
 func (op *sumsOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "bn.BatchNormSums/%d/%d", op.f.l.id, op.f.id)
 }
@@ -231,7 +231,7 @@ func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tenso
 	dg, db := s.tmp[:A*C], s.tmp[A*C:]
 	clear(s.tmp)
 	for sg := range s.nseg {
-		a := s.aff[sg]
+		a := s.sm.Aff[sg]
 		for c := range C {
 			i := sg*C + c
 			dg[a*C+c] += s.sums[i][1] * s.inv[i]
@@ -242,9 +242,32 @@ func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tenso
 		out[i] = T(dg[i])
 		out[A*C+i] = T(db[i])
 	}
-	if s.batch && f.l.cfg.sync != nil {
-		return f.l.cfg.sync.reduceSums(f.l, s)
+	if !s.batch {
+		return nil
 	}
+	if f.l.cfg.sync != nil {
+		if err := f.l.cfg.sync.reduceSums(f.l, s); err != nil {
+			return err
+		}
+	}
+	// Sums over each segment's normalization set.
+	if s.sm.normIdentity() {
+		s.gs = s.sums[:k]
+		return nil
+	}
+	s.gsBuf = grow(s.gsBuf, 2*k)
+	set, gs := s.gsBuf[:k], s.gsBuf[k:]
+	clear(set)
+	for sg, g := range s.sm.Norm {
+		for c := range C {
+			set[g*C+c][0] += s.sums[sg*C+c][0]
+			set[g*C+c][1] += s.sums[sg*C+c][1]
+		}
+	}
+	for sg, g := range s.sm.Norm {
+		copy(gs[sg*C:sg*C+C], set[g*C:g*C+C])
+	}
+	s.gs = gs
 	return nil
 }
 
@@ -335,8 +358,8 @@ func backwardDx[T kern.Float](f *fwdOp, in []gorgonia.Value, dxv tensor.Tensor) 
 			s.a[i], s.b[i], s.c[i] = a, 0, 0
 			if s.batch && n > 0 {
 				inv := s.inv[i]
-				s.b[i] = -a * inv * inv * s.sums[i][1] / n
-				s.c[i] = -a * s.sums[i][0] / n
+				s.b[i] = -a * inv * inv * s.gs[i][1] / n
+				s.c[i] = -a * s.gs[i][0] / n
 			}
 		}
 	}

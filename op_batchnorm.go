@@ -323,7 +323,7 @@ func (l *Layer) Apply(x *gorgonia.Node) (*gorgonia.Node, error) {
 	return l.apply(x, nil)
 }
 
-func (l *Layer) apply(x *gorgonia.Node, seg segmenter) (*gorgonia.Node, error) {
+func (l *Layer) apply(x *gorgonia.Node, seg Segmenter) (*gorgonia.Node, error) {
 	if x == nil {
 		return nil, fmt.Errorf("%w: nil input", ErrShape)
 	}
@@ -353,12 +353,37 @@ func (l *Layer) checkShape(s tensor.Shape) error {
 	return nil
 }
 
-// segmenter assigns the samples of a batch to segments; nil means one
-// segment (or ghost groups, from the layer's options).
-type segmenter interface {
-	// segments fills seg (length n) and returns the number of segments and,
-	// for each segment, its group of running statistics and of γ/β.
-	segments(n int, seg []int) (nseg int, group func(s int) int, err error)
+// Segmenter assigns the samples of each batch to segments, the finest
+// partition the statistics are computed over, and maps every segment to the
+// set it is normalized with, its set of running statistics and its set of
+// γ/β. Package domainbn implements it; plain layers use one segment, ghost
+// layers one segment per ghost group.
+type Segmenter interface {
+	// Segments fills seg (length n, one entry per sample, each in
+	// [0, nseg)) and m (Resize(nseg) first) and returns nseg. It is called
+	// once per forward, when the graph runs.
+	Segments(n int, seg []int, m *SegmentMap) (nseg int, err error)
+}
+
+// SegmentMap maps segment s to its normalization set Norm[s] (segments with
+// equal Norm are normalized together; Norm[s] < nseg), its running-statistics
+// group Stat[s] and its γ/β group Aff[s].
+type SegmentMap struct {
+	Norm, Stat, Aff []int
+}
+
+// Resize sets the three slices to length n, reusing their storage.
+func (m *SegmentMap) Resize(n int) {
+	m.Norm, m.Stat, m.Aff = grow(m.Norm, n), grow(m.Stat, n), grow(m.Aff, n)
+}
+
+func (m *SegmentMap) normIdentity() bool {
+	for s, v := range m.Norm {
+		if v != s {
+			return false
+		}
+	}
+	return true
 }
 
 var opIDs atomic.Uint64
@@ -373,7 +398,11 @@ type saved struct {
 	gam   []float64      // per segment·C: γ
 	scale []float64      // per segment·C: γ·inv
 	shift []float64      // per segment·C: β
-	aff   []int          // per segment: its γ/β group
+	sm    SegmentMap     // per segment: normalization set, statistics and γ/β groups
+	nm    []kern.Moments // per segment·C: moments of its normalization set
+	nmBuf []kern.Moments
+	gs    [][2]float64 // per segment·C: sums over its normalization set
+	gsBuf [][2]float64
 	moms  []kern.Moments // per segment·C
 	sums  [][2]float64   // per segment·C: (Σdy, Σdy·(x−μ)), global after sync
 	tmp   []float64      // scratch for collectives
@@ -387,7 +416,7 @@ type fwdOp struct {
 	l    *Layer
 	rank int
 	id   uint64
-	seg  segmenter
+	seg  Segmenter
 
 	plan any // *kern.Plan[float32] or *kern.Plan[float64]
 	s    saved
@@ -578,21 +607,43 @@ func equalInts(a, b []int) bool {
 	return true
 }
 
-func zeroGroup(int) int { return 0 }
-
-// segments computes the op's segments for a batch of n samples.
-func (op *fwdOp) segments(n int) (seg []int, nseg int, group func(int) int, err error) {
+// segments computes the op's segments for a batch of n samples into s.seg
+// (nil for a single segment) and s.sm, and returns their number.
+func (op *fwdOp) segments(n int) (seg []int, nseg int, err error) {
 	s := &op.s
 	switch {
 	case op.seg != nil:
 		s.seg = grow(s.seg, n)
-		nseg, group, err = op.seg.segments(n, s.seg)
-		return s.seg, nseg, group, err
+		nseg, err = op.seg.Segments(n, s.seg, &s.sm)
+		if err != nil {
+			return nil, 0, err
+		}
+		if len(s.sm.Norm) != nseg || len(s.sm.Stat) != nseg || len(s.sm.Aff) != nseg {
+			return nil, 0, fmt.Errorf("%w: segment map of %d/%d/%d entries for %d segments", ErrShape, len(s.sm.Norm), len(s.sm.Stat), len(s.sm.Aff), nseg)
+		}
+		for i, g := range s.seg {
+			if g < 0 || g >= nseg {
+				return nil, 0, fmt.Errorf("%w: sample %d in segment %d of %d", ErrShape, i, g, nseg)
+			}
+		}
+		for i := range nseg {
+			if s.sm.Norm[i] < 0 || s.sm.Norm[i] >= nseg || s.sm.Stat[i] < 0 || s.sm.Stat[i] >= op.l.groups || s.sm.Aff[i] < 0 || s.sm.Aff[i] >= op.l.affGroups {
+				return nil, 0, fmt.Errorf("%w: segment %d maps to norm %d, stat %d, aff %d", ErrShape, i, s.sm.Norm[i], s.sm.Stat[i], s.sm.Aff[i])
+			}
+		}
+		return s.seg, nseg, nil
 	case op.l.cfg.ghost > 0 && op.l.cfg.ghost < n:
 		s.seg = grow(s.seg, n)
-		return s.seg, kern.GhostSegments(s.seg, op.l.cfg.ghost), zeroGroup, nil
+		nseg = kern.GhostSegments(s.seg, op.l.cfg.ghost)
+		s.sm.Resize(nseg)
+		for i := range nseg {
+			s.sm.Norm[i], s.sm.Stat[i], s.sm.Aff[i] = i, 0, 0
+		}
+		return s.seg, nseg, nil
 	}
-	return nil, 1, zeroGroup, nil
+	s.sm.Resize(1)
+	s.sm.Norm[0], s.sm.Stat[0], s.sm.Aff[0] = 0, 0, 0
+	return nil, 1, nil
 }
 
 func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) error {
@@ -615,7 +666,7 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 		}
 	}
 	N, C, S := layoutOf(in[0].Shape())
-	seg, nseg, group, err := op.segments(N)
+	seg, nseg, err := op.segments(N)
 	if err != nil {
 		return err
 	}
@@ -640,23 +691,25 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 	k := nseg * C
 	s.cnt = grow(s.cnt, nseg)
 	s.mean, s.inv, s.gam = grow(s.mean, k), grow(s.inv, k), grow(s.gam, k)
-	s.scale, s.shift, s.aff = grow(s.scale, k), grow(s.shift, k), grow(s.aff, nseg)
+	s.scale, s.shift = grow(s.scale, k), grow(s.shift, k)
 	if s.batch {
+		s.nmBuf = grow(s.nmBuf, 2*k)
+		s.nm = normMoments(s.nmBuf, s.moms[:k], &s.sm, C)
 		for sg := range nseg {
-			n := s.moms[sg*C].N
+			n := s.nm[sg*C].N
 			if n == 1 {
-				return fmt.Errorf("%w: %d value(s) per channel in segment %d of a batch of shape %v (layer %s, mode %v)", ErrTooFewValues, int(n), sg, in[0].Shape(), l.cfg.name, mode)
+				return fmt.Errorf("%w: %d value per channel in segment %d of a batch of shape %v (layer %s, mode %v)", ErrTooFewValues, int(n), sg, in[0].Shape(), l.cfg.name, mode)
 			}
 			s.cnt[sg] = n
 		}
-		for i, m := range s.moms[:k] {
+		for i, m := range s.nm[:k] {
 			s.mean[i], s.inv[i] = m.Mean, kern.InvStd(m, l.cfg.eps)
 		}
 	}
 	l.mu.Lock()
 	if !s.batch {
 		for sg := range nseg {
-			g := group(sg)
+			g := s.sm.Stat[sg]
 			s.cnt[sg] = 0
 			for c := range C {
 				s.mean[sg*C+c] = l.rmean[g*C+c]
@@ -666,16 +719,12 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 	} else {
 		l.calls++
 		if mode == Train && l.cfg.track || l.obs != nil {
-			l.foldLocked(s.moms[:k], nseg, C, group, mode == Train && l.cfg.track)
+			l.foldLocked(s.moms[:k], nseg, C, s.sm.Stat, mode == Train && l.cfg.track)
 		}
 	}
 	l.mu.Unlock()
 	for sg := range nseg {
-		a := 0
-		if l.affGroups > 1 {
-			a = group(sg)
-		}
-		s.aff[sg] = a
+		a := s.sm.Aff[sg]
 		for c := range C {
 			i := sg*C + c
 			g, b := 1.0, 0.0
@@ -690,10 +739,30 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 	return nil
 }
 
+// normMoments returns, for each segment·C, the moments of the segment's
+// normalization set: moms itself when every segment is normalized alone.
+func normMoments(dst, moms []kern.Moments, m *SegmentMap, C int) []kern.Moments {
+	if m.normIdentity() {
+		return moms
+	}
+	nseg := len(m.Norm)
+	set, out := dst[:nseg*C], dst[nseg*C:]
+	clear(set)
+	for sg, g := range m.Norm {
+		for c := range C {
+			set[g*C+c] = set[g*C+c].Merge(moms[sg*C+c])
+		}
+	}
+	for sg, g := range m.Norm {
+		copy(out[sg*C:sg*C+C], set[g*C:g*C+C])
+	}
+	return out
+}
+
 // foldLocked merges the batch moments of the segments of each group and
 // folds them into the running statistics (update) and/or hands them to the
 // PreciseBN observer. l.mu is held.
-func (l *Layer) foldLocked(moms []kern.Moments, nseg, C int, group func(int) int, update bool) {
+func (l *Layer) foldLocked(moms []kern.Moments, nseg, C int, group []int, update bool) {
 	l.per = grow(l.per, l.groups*C)
 	per := l.per
 	if nseg == 1 && l.groups == 1 {
@@ -701,7 +770,7 @@ func (l *Layer) foldLocked(moms []kern.Moments, nseg, C int, group func(int) int
 	} else {
 		clear(per)
 		for sg := range nseg {
-			g := group(sg)
+			g := group[sg]
 			for c := range C {
 				per[g*C+c] = per[g*C+c].Merge(moms[sg*C+c])
 			}

@@ -122,6 +122,10 @@ func (p *Plan[T]) blockStats(i int) {
 	// Short planes: row by row, one accumulator per channel. During the
 	// passes Mean holds Σx, then the mean; M2 holds Σd² and N holds Σd.
 	clear(part)
+	if S == 1 {
+		p.rowStats(bl, part, cnt)
+		return
+	}
 	for n := bl.n0; n < bl.n1; n++ {
 		row := p.x[(n*C+bl.c0)*S : (n*C+bl.c1)*S]
 		for k := range part {
@@ -164,6 +168,20 @@ func (p *Plan[T]) blockSums(i int) {
 		return
 	}
 	clear(part)
+	if S == 1 {
+		for n := bl.n0; n < bl.n1; n++ {
+			o := n*C + bl.c0
+			xs := p.x[o : o+len(part)]
+			dys := p.dy[o : o+len(part)]
+			ms := mean[bl.c0 : bl.c0+len(part)]
+			for k, v := range xs {
+				g := float64(dys[k])
+				part[k].Mean += g
+				part[k].M2 += g * (float64(v) - ms[k])
+			}
+		}
+		return
+	}
 	for n := bl.n0; n < bl.n1; n++ {
 		o := (n*C + bl.c0) * S
 		for k := range part {
@@ -178,6 +196,27 @@ func (p *Plan[T]) blockApply(i int) {
 	bl := p.blocks[i]
 	C, S := p.l.C, p.l.S
 	k0 := bl.seg * C
+	if S == 1 {
+		w := bl.c1 - bl.c0
+		ms := p.mean[k0+bl.c0 : k0+bl.c0+w]
+		bs := p.b[k0+bl.c0 : k0+bl.c0+w]
+		cs := p.c[k0+bl.c0 : k0+bl.c0+w]
+		for n := bl.n0; n < bl.n1; n++ {
+			o := n*C + bl.c0
+			xs, out := p.x[o:o+w], p.out[o:o+w]
+			if p.dy == nil {
+				for k, v := range xs {
+					out[k] = T((float64(v)-ms[k])*bs[k] + cs[k])
+				}
+				continue
+			}
+			as, dys := p.a[k0+bl.c0:k0+bl.c0+w], p.dy[o:o+w]
+			for k, v := range xs {
+				out[k] = T(as[k]*float64(dys[k]) + (float64(v)-ms[k])*bs[k] + cs[k])
+			}
+		}
+		return
+	}
 	for n := bl.n0; n < bl.n1; n++ {
 		for c := bl.c0; c < bl.c1; c++ {
 			o := (n*C + c) * S
@@ -189,5 +228,31 @@ func (p *Plan[T]) blockApply(i int) {
 				affine2(p.x[lo:hi], p.dy[lo:hi], p.out[lo:hi], p.mean[k], p.a[k], p.b[k], p.c[k])
 			}
 		}
+	}
+}
+
+// rowStats is blockStats for S = 1: every row holds one value per channel.
+func (p *Plan[T]) rowStats(bl block, part []Moments, cnt float64) {
+	C, w := p.l.C, len(part)
+	for n := bl.n0; n < bl.n1; n++ {
+		xs := p.x[n*C+bl.c0 : n*C+bl.c0+w]
+		for k, v := range xs {
+			part[k].Mean += float64(v)
+		}
+	}
+	for k := range part {
+		part[k].Mean /= cnt
+	}
+	for n := bl.n0; n < bl.n1; n++ {
+		xs := p.x[n*C+bl.c0 : n*C+bl.c0+w]
+		for k, v := range xs {
+			d := float64(v) - part[k].Mean
+			part[k].M2 += d * d
+			part[k].N += d
+		}
+	}
+	for k := range part {
+		lin := part[k].N
+		part[k] = Moments{N: cnt, Mean: part[k].Mean + lin/cnt, M2: part[k].M2 - lin*lin/cnt}
 	}
 }
