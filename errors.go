@@ -1,6 +1,10 @@
 package bn
 
-import "errors"
+import (
+	"errors"
+	"reflect"
+	"unsafe"
+)
 
 // Errors returned by this package. They are wrapped with details; test for
 // them with errors.Is.
@@ -24,3 +28,53 @@ var (
 	// count, layer order, step) or a failed collective.
 	ErrSync = errors.New("bn: synchronization failed")
 )
+
+// Cause returns err with the wrapping of Gorgonia's machines removed, so
+// that errors.Is and errors.As see this package's errors:
+//
+//	if err := m.RunAll(); errors.Is(bn.Cause(err), bn.ErrTooFewValues) { … }
+//
+// Gorgonia v0.9.18's TapeMachine returns a struct that embeds the op's error
+// without an Unwrap method, which hides it from errors.Is; Cause reads the
+// embedded error out. Other errors are returned unchanged.
+func Cause(err error) error {
+	for err != nil {
+		if inner := embeddedError(err); inner != nil {
+			err = inner
+			continue
+		}
+		return err
+	}
+	return nil
+}
+
+// embeddedError returns the error embedded in a struct error value without
+// an Unwrap method, or nil.
+func embeddedError(err error) error {
+	if _, ok := err.(interface{ Unwrap() error }); ok {
+		return nil
+	}
+	v := reflect.ValueOf(err)
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return nil
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return nil
+	}
+	errType := reflect.TypeFor[error]()
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		if !f.Anonymous || f.Type != errType {
+			continue
+		}
+		cp := reflect.New(v.Type()).Elem()
+		cp.Set(v)
+		fv := cp.Field(i)
+		inner, _ := reflect.NewAt(fv.Type(), unsafe.Pointer(fv.UnsafeAddr())).Elem().Interface().(error)
+		return inner
+	}
+	return nil
+}

@@ -225,6 +225,7 @@ func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tenso
 	C := f.l.c
 	k := s.nseg * C
 	s.sums = grow(s.sums, k)
+	clear(s.sums) // a rank with fewer ghost groups than the group's largest
 	p.BackwardSums(x, dy, s.mean, s.sums)
 	A := f.l.affGroups
 	s.tmp = grow(s.tmp, 2*A*C)

@@ -182,6 +182,38 @@ func New(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, opts ...Option) (
 	return newLayer(g, channels, dt, 1, false, opts)
 }
 
+// NewGrouped creates a layer with groups sets of running statistics and, if
+// perGroupAffine, γ and β of shape (groups, C) instead of (C). It is applied
+// with ApplySegmented, whose Segmenter maps the samples of each batch to
+// groups. It is the engine of package domainbn; most users want New.
+func NewGrouped(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, perGroupAffine bool, opts ...Option) (*Layer, error) {
+	if groups < 1 {
+		return nil, fmt.Errorf("%w: groups must be ≥ 1, got %d", ErrOption, groups)
+	}
+	return newLayer(g, channels, dt, groups, perGroupAffine, opts)
+}
+
+// Groups returns the number of sets of running statistics (1 unless the
+// layer was made by NewGrouped).
+func (l *Layer) Groups() int { return l.groups }
+
+// ApplySegmented is Apply with the samples of each batch assigned to
+// segments by seg when the graph runs (see Segmenter).
+func (l *Layer) ApplySegmented(x *gorgonia.Node, seg Segmenter) (*gorgonia.Node, error) {
+	if seg == nil {
+		return nil, fmt.Errorf("%w: nil segmenter", ErrOption)
+	}
+	return l.apply(x, seg)
+}
+
+// Tracked returns the number of training batches folded into each group's
+// running statistics.
+func (l *Layer) Tracked() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]int64(nil), l.tracked...)
+}
+
 func newLayer(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, affPerGroup bool, opts []Option) (*Layer, error) {
 	if g == nil {
 		return nil, fmt.Errorf("%w: nil graph", ErrOption)
@@ -197,6 +229,13 @@ func newLayer(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, 
 		if err := o(&cfg); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.sync != nil {
+		sc := *cfg.sync // each layer its own buffers and index
+		if err := sc.register(); err != nil {
+			return nil, err
+		}
+		cfg.sync = &sc
 	}
 	l := &Layer{g: g, id: layerIDs.Add(1), c: channels, dt: dt, cfg: cfg, groups: groups, affGroups: 1}
 	if affPerGroup {
