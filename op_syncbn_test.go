@@ -189,7 +189,7 @@ func TestSyncMissingRank(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
 	start := time.Now()
 	_, err = runLayer(tensor.Shape{4, 2}, randData(r, 8, 0, 1), randData(r, 8, 0, 1), 1, WithCommunicator(comms[0]), WithSyncTimeout(200*time.Millisecond))
-	if !errors.Is(Cause(err), ErrSync) || !errors.Is(err, context.DeadlineExceeded) {
+	if err = Cause(err); !errors.Is(err, ErrSync) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want ErrSync wrapping DeadlineExceeded", err)
 	}
 	if d := time.Since(start); d > 20*time.Second {
