@@ -648,7 +648,9 @@ func equalInts(a, b []int) bool {
 
 // segments computes the op's segments for a batch of n samples into s.seg
 // (nil for a single segment) and s.sm, and returns their number.
-func (op *fwdOp) segments(n int) (seg []int, nseg int, err error) {
+// For ghost layers, off and total place the n local samples in the global
+// batch (a synchronized layer's concatenation of every rank's batch).
+func (op *fwdOp) segments(n, off, total int) (seg []int, nseg int, err error) {
 	s := &op.s
 	switch {
 	case op.seg != nil:
@@ -671,9 +673,12 @@ func (op *fwdOp) segments(n int) (seg []int, nseg int, err error) {
 			}
 		}
 		return s.seg, nseg, nil
-	case op.l.cfg.ghost > 0 && op.l.cfg.ghost < n:
+	case ghostSegments(op.l.cfg.ghost, total) > 1:
 		s.seg = grow(s.seg, n)
-		nseg = kern.GhostSegments(s.seg, op.l.cfg.ghost)
+		for i := range s.seg {
+			s.seg[i] = (off + i) / op.l.cfg.ghost
+		}
+		nseg = ghostSegments(op.l.cfg.ghost, total)
 		s.sm.Resize(nseg)
 		for i := range nseg {
 			s.sm.Norm[i], s.sm.Stat[i], s.sm.Aff[i] = i, 0, 0
@@ -683,6 +688,15 @@ func (op *fwdOp) segments(n int) (seg []int, nseg int, err error) {
 	s.sm.Resize(1)
 	s.sm.Norm[0], s.sm.Stat[0], s.sm.Aff[0] = 0, 0, 0
 	return nil, 1, nil
+}
+
+// ghostSegments returns the number of ghost groups of size g in a batch of
+// n samples: 1 when ghost batches are off or g ≥ n.
+func ghostSegments(g, n int) int {
+	if g <= 0 || g >= n {
+		return 1
+	}
+	return (n + g - 1) / g
 }
 
 func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) error {
@@ -705,18 +719,23 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 		}
 	}
 	N, C, S := layoutOf(in[0].Shape())
-	seg, nseg, err := op.segments(N)
-	if err != nil {
-		return err
-	}
-	plan := planFor[T](op, kern.Layout{N: N, C: C, S: S, Seg: seg, NSeg: nseg})
-
 	l.mu.Lock()
 	mode := l.mode
 	l.mu.Unlock()
 	s := &op.s
 	op.done = false
 	s.batch = mode.usesBatchStats(l.cfg.track)
+	off, total := 0, N
+	if s.batch && l.cfg.sync != nil && l.cfg.ghost > 0 {
+		if off, total, err = l.cfg.sync.ghostOffsets(l, N, C); err != nil {
+			return err
+		}
+	}
+	seg, nseg, err := op.segments(N, off, total)
+	if err != nil {
+		return err
+	}
+	plan := planFor[T](op, kern.Layout{N: N, C: C, S: S, Seg: seg, NSeg: nseg})
 	if s.batch {
 		s.moms = grow(s.moms, nseg*C)
 		plan.Stats(x, s.moms)

@@ -137,22 +137,6 @@ func (sc *syncConfig) reduceMoments(l *Layer, s *saved, moms []kern.Moments, nse
 	K := sc.comm.Size()
 	step := float64(l.calls)
 	gseg := nseg
-	if l.cfg.ghost > 0 {
-		// Ghost groups: ranks may hold different numbers of groups; agree on
-		// the largest first (the i-th group of every rank is merged).
-		sc.send = append(sc.send[:0], tagForward+ghostHeader, float64(sc.index), float64(C), float64(nseg), step)
-		sc.recv = grow(sc.recv, K*headerLen)
-		if err := sc.comm.AllGather(ctx, collective.Float64s(sc.send), collective.Float64s(sc.recv), nil); err != nil {
-			return nil, 0, fmt.Errorf("%w: layer %s forward: %w", ErrSync, l.cfg.name, err)
-		}
-		for r := range K {
-			h := sc.recv[r*headerLen : (r+1)*headerLen]
-			if err := sc.checkHeader(l, h, r, C, -1, step, tagForward+ghostHeader); err != nil {
-				return nil, 0, err
-			}
-			gseg = max(gseg, int(h[3]))
-		}
-	}
 	n := headerLen + 3*gseg*C
 	sc.send = grow(sc.send, n)
 	copy(sc.send, []float64{tagForward, float64(sc.index), float64(C), float64(gseg), step})
@@ -177,14 +161,33 @@ func (sc *syncConfig) reduceMoments(l *Layer, s *saved, moms []kern.Moments, nse
 			sc.merged[i] = sc.merged[i].Merge(kern.Moments{N: q[3*i], Mean: q[3*i+1], M2: q[3*i+2]})
 		}
 	}
-	if gseg > nseg {
-		// This rank has fewer ghost groups: extend its segment map.
-		s.sm.Resize(gseg)
-		for i := nseg; i < gseg; i++ {
-			s.sm.Norm[i], s.sm.Stat[i], s.sm.Aff[i] = i, 0, 0
-		}
-	}
 	return sc.merged, gseg, nil
+}
+
+// ghostOffsets exchanges the local batch sizes of a ghost layer and
+// returns this rank's offset in the concatenated global batch and its size,
+// so that ghost groups are those of the concatenated batch.
+func (sc *syncConfig) ghostOffsets(l *Layer, N, C int) (off, total int, err error) {
+	ctx, cancel := sc.context()
+	defer cancel()
+	K := sc.comm.Size()
+	step := float64(l.calls)
+	sc.send = append(sc.send[:0], tagForward+ghostHeader, float64(sc.index), float64(C), float64(N), step)
+	sc.recv = grow(sc.recv, K*headerLen)
+	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.send), collective.Float64s(sc.recv), nil); err != nil {
+		return 0, 0, fmt.Errorf("%w: layer %s forward: %w", ErrSync, l.cfg.name, err)
+	}
+	for r := range K {
+		h := sc.recv[r*headerLen : (r+1)*headerLen]
+		if err := sc.checkHeader(l, h, r, C, -1, step, tagForward+ghostHeader); err != nil {
+			return 0, 0, err
+		}
+		if r < sc.comm.Rank() {
+			off += int(h[3])
+		}
+		total += int(h[3])
+	}
+	return off, total, nil
 }
 
 func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step float64, tag int) error {
@@ -223,4 +226,78 @@ func (sc *syncConfig) reduceSums(l *Layer, s *saved) error {
 		s.sums[i] = [2]float64{sc.send[headerLen+2*i], sc.send[headerLen+2*i+1]}
 	}
 	return nil
+}
+
+// EmptyStep lets a rank that has no samples in this step take part in the
+// collectives of its synchronized layers, which the other ranks wait for:
+// Gorgonia cannot hold a tensor with a zero-length batch, so such a rank
+// calls EmptyStep instead of running its graph. It contributes empty
+// statistics to each layer's forward, in the order given (the order the
+// graph applies them), folds the global statistics into its running
+// statistics exactly as the other ranks do (they stay bitwise equal), and,
+// if backward is set, contributes zero sums to each backward, in reverse
+// order. Layers that are not synchronized, or whose mode uses running
+// statistics, are skipped, as their ops would be. For a layer made by
+// NewGrouped the segments are taken to be its groups.
+func EmptyStep(layers []*Layer, backward bool) error {
+	states := make([]*saved, len(layers))
+	for i, l := range layers {
+		s, err := l.emptyForward()
+		if err != nil {
+			return err
+		}
+		states[i] = s
+	}
+	if !backward {
+		return nil
+	}
+	for i := len(layers) - 1; i >= 0; i-- {
+		if s := states[i]; s != nil {
+			clear(s.sums)
+			if err := layers[i].cfg.sync.reduceSums(layers[i], s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (l *Layer) emptyForward() (*saved, error) {
+	mode := l.Mode()
+	if l.cfg.sync == nil || !mode.usesBatchStats(l.cfg.track) {
+		return nil, nil
+	}
+	C, nseg := l.c, l.groups
+	if l.cfg.ghost > 0 {
+		_, total, err := l.cfg.sync.ghostOffsets(l, 0, C)
+		if err != nil {
+			return nil, err
+		}
+		nseg = ghostSegments(l.cfg.ghost, total)
+	}
+	s := &saved{}
+	s.sm.Resize(nseg)
+	for i := range nseg {
+		s.sm.Norm[i], s.sm.Stat[i], s.sm.Aff[i] = i, min(i, l.groups-1), 0
+	}
+	moms, gseg, err := l.cfg.sync.reduceMoments(l, s, make([]kern.Moments, nseg*C), nseg, C)
+	if err != nil {
+		return nil, err
+	}
+	s.nseg = gseg
+	s.sums = make([][2]float64, gseg*C)
+	s.nmBuf = make([]kern.Moments, 2*gseg*C)
+	nm := normMoments(s.nmBuf, moms[:gseg*C], &s.sm, C)
+	for sg := range gseg {
+		if n := nm[sg*C].N; n == 1 {
+			return nil, fmt.Errorf("%w: 1 value per channel in segment %d of the global batch (layer %s, mode %v)", ErrTooFewValues, sg, l.cfg.name, mode)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls++
+	if mode == Train && l.cfg.track || l.obs != nil {
+		l.foldLocked(moms[:gseg*C], gseg, C, s.sm.Stat, mode == Train && l.cfg.track)
+	}
+	return s, nil
 }

@@ -86,6 +86,8 @@ func TestSyncEqualsConcatenated(t *testing.T) {
 		opts  []Option
 	}{
 		{"2d", []int{3, 1, 5}, nil, nil},
+		{"empty rank", []int{3, 0, 5}, []int{2}, nil},
+		{"ghost", []int{5, 3}, []int{2}, []Option{WithGhostBatch(2)}},
 		{"4d", []int{2, 3, 1, 4}, []int{2, 3}, nil},
 		{"cumulative", []int{2, 2}, []int{5}, []Option{WithCumulativeAverage()}},
 		{"one rank", []int{4}, []int{2, 2}, nil},
@@ -119,6 +121,10 @@ func TestSyncEqualsConcatenated(t *testing.T) {
 			var wg sync.WaitGroup
 			for i := range tc.sizes {
 				wg.Go(func() {
+					if tc.sizes[i] == 0 {
+						got[i], errs[i] = emptyRank(3, C, append([]Option{WithCommunicator(comms[i])}, tc.opts...)...)
+						return
+					}
 					got[i], errs[i] = runLayer(shapeOf(tc.sizes[i]), xs[i], ws[i], 3, append([]Option{WithCommunicator(comms[i])}, tc.opts...)...)
 				})
 			}
@@ -151,6 +157,22 @@ func TestSyncEqualsConcatenated(t *testing.T) {
 			assertClose(t, "Σ dβ", db, want.db, 1e-10)
 		})
 	}
+}
+
+// emptyRank is runLayer for a rank without samples: EmptyStep each step.
+func emptyRank(steps, C int, opts ...Option) (bnRun, error) {
+	l, err := New(gorgonia.NewGraph(), C, tensor.Float64, opts...)
+	if err != nil {
+		return bnRun{}, err
+	}
+	for range steps {
+		if err := EmptyStep([]*Layer{l}, true); err != nil {
+			return bnRun{}, err
+		}
+	}
+	r := bnRun{dg: make([]float64, C), db: make([]float64, C), tracked: l.NumBatchesTracked()}
+	r.rm, r.rv = l.RunningStats()
+	return r, nil
 }
 
 // TestSyncMismatch: ranks with different channel counts get ErrSync, not a
