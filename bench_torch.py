@@ -1,0 +1,63 @@
+#!/usr/bin/python3
+"""Times PyTorch's CPU batch norm on the shapes of bench_test.go.
+
+Run with Debian's python3 and python3-torch (1.13), 2 threads:
+
+    apt-get install -y python3-torch
+    /usr/bin/python3 bench_torch.py
+
+Training mode (batch statistics, running-statistics update), NCHW input.
+Forward: F.batch_norm. Forward+backward: F.batch_norm then
+torch.autograd.grad(y, (x, w, b), dy) with a contiguous dy (y.sum().backward()
+would take a slow stride-0 path). Prints the median of 20 timed calls (after
+3 warm-up calls) in microseconds.
+"""
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = [(32, 64, 32, 32), (8, 256, 14, 14), (256, 1024), (64, 64, 56, 56)]
+DTYPES = [torch.float32, torch.float64]
+
+
+def median_us(fn, reps=20, warm=3):
+    for _ in range(warm):
+        fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e6
+
+
+def main():
+    torch.set_num_threads(2)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{'shape':>16} {'dtype':>8} {'fwd µs':>10} {'fwd+bwd µs':>11}")
+    for shape in SHAPES:
+        for dt in DTYPES:
+            g = torch.Generator().manual_seed(1)
+            c = shape[1]
+            x = (torch.randn(shape, generator=g, dtype=dt) * 2 + 1).requires_grad_()
+            dy = torch.randn(shape, generator=g, dtype=dt).contiguous()
+            w = torch.ones(c, dtype=dt, requires_grad=True)
+            b = torch.zeros(c, dtype=dt, requires_grad=True)
+            rm, rv = torch.zeros(c, dtype=dt), torch.ones(c, dtype=dt)
+
+            def fwd():
+                with torch.no_grad():
+                    F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+
+            def fwdbwd():
+                y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+                torch.autograd.grad(y, (x, w, b), dy)
+
+            name = "x".join(map(str, shape))
+            print(f"{name:>16} {str(dt).replace('torch.', ''):>8} {median_us(fwd):10.0f} {median_us(fwdbwd):11.0f}")
+
+
+if __name__ == "__main__":
+    main()
