@@ -1,10 +1,6 @@
 package bn
 
-import (
-	"errors"
-	"reflect"
-	"unsafe"
-)
+import "errors"
 
 // Errors returned by this package. They are wrapped with details; test for
 // them with errors.Is.
@@ -34,47 +30,18 @@ var (
 //
 //	if err := m.RunAll(); errors.Is(bn.Cause(err), bn.ErrTooFewValues) { … }
 //
-// Gorgonia v0.9.18's TapeMachine returns a struct that embeds the op's error
-// without an Unwrap method, which hides it from errors.Is; Cause reads the
-// embedded error out. Other errors are returned unchanged.
+// Gorgonia v0.9.18's machines return an error that holds the op's error
+// behind an Err method but has no Unwrap method, which hides it from
+// errors.Is; Cause follows Err. Other errors are returned unchanged.
 func Cause(err error) error {
-	for err != nil {
-		if inner := embeddedError(err); inner != nil {
-			err = inner
-			continue
+	for {
+		if _, ok := err.(interface{ Unwrap() error }); ok {
+			return err
 		}
-		return err
-	}
-	return nil
-}
-
-// embeddedError returns the error embedded in a struct error value without
-// an Unwrap method, or nil.
-func embeddedError(err error) error {
-	if _, ok := err.(interface{ Unwrap() error }); ok {
-		return nil
-	}
-	v := reflect.ValueOf(err)
-	if v.Kind() == reflect.Pointer {
-		if v.IsNil() {
-			return nil
+		e, ok := err.(interface{ Err() error })
+		if !ok || e.Err() == nil {
+			return err
 		}
-		v = v.Elem()
+		err = e.Err()
 	}
-	if v.Kind() != reflect.Struct {
-		return nil
-	}
-	errType := reflect.TypeFor[error]()
-	for i := range v.NumField() {
-		f := v.Type().Field(i)
-		if !f.Anonymous || f.Type != errType {
-			continue
-		}
-		cp := reflect.New(v.Type()).Elem()
-		cp.Set(v)
-		fv := cp.Field(i)
-		inner, _ := reflect.NewAt(fv.Type(), unsafe.Pointer(fv.UnsafeAddr())).Elem().Interface().(error)
-		return inner
-	}
-	return nil
 }

@@ -42,7 +42,7 @@ func runLayer(shape tensor.Shape, xs, ws []float64, steps int, opts ...Option) (
 	if err != nil {
 		return bnRun{}, err
 	}
-	m := gorgonia.NewTapeMachine(g)
+	m := gorgonia.NewTapeMachine(g, gorgonia.TraceExec()) // keep y's value: the tape may reuse its register
 	defer m.Close()
 	for range steps {
 		m.Reset()
@@ -182,11 +182,11 @@ func TestSyncMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := rand.New(rand.NewSource(1))
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
 	for i := range 2 {
 		wg.Go(func() {
+			r := rand.New(rand.NewSource(int64(i)))
 			C := 3 + i
 			shape := tensor.Shape{4, C}
 			_, errs[i] = runLayer(shape, randData(r, 4*C, 0, 1), randData(r, 4*C, 0, 1), 1, WithCommunicator(comms[i]), WithSyncTimeout(10*time.Second))

@@ -42,6 +42,13 @@ const (
 // that a block read twice stays in L2, large enough to amortise scheduling.
 const blockElems = 32 << 10
 
+// minBlocks is the number of blocks a small tensor is cut into (blocks of
+// at least 4096 elements). It is a constant, not a function of the thread
+// count: the block decomposition, and so the order of every floating-point
+// sum, depends only on the layout, and results are bit-identical for any
+// number of goroutines. (8 = 4 blocks per goroutine on 2 cores.)
+const minBlocks = 8
+
 // NewPlan returns a plan for l that uses up to threads goroutines
 // (≤ 0: GOMAXPROCS). l.Seg is copied.
 func NewPlan[T Float](l Layout, threads int) *Plan[T] {
@@ -76,7 +83,7 @@ func (p *Plan[T]) build() {
 	p.blocks = p.blocks[:0]
 	total := l.Len()
 	target := blockElems
-	if want := total / (4 * p.threads); want < target {
+	if want := total / minBlocks; want < target {
 		target = max(want, 4096)
 	}
 	off := 0
