@@ -251,18 +251,16 @@ func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tenso
 			return err
 		}
 	}
-	// Sums over each segment's normalization set.
-	if s.sm.normIdentity() {
-		s.gs = s.sums[:k]
-		return nil
-	}
+	// γ-weighted sums over each segment's normalization set: a set may span
+	// segments with different γ (shared normalization, per-domain affine).
 	s.gsBuf = grow(s.gsBuf, 2*k)
 	set, gs := s.gsBuf[:k], s.gsBuf[k:]
 	clear(set)
 	for sg, g := range s.sm.Norm {
 		for c := range C {
-			set[g*C+c][0] += s.sums[sg*C+c][0]
-			set[g*C+c][1] += s.sums[sg*C+c][1]
+			w, v := s.gam[sg*C+c], s.sums[sg*C+c]
+			set[g*C+c][0] += w * v[0]
+			set[g*C+c][1] += w * v[1]
 		}
 	}
 	for sg, g := range s.sm.Norm {
@@ -358,9 +356,11 @@ func backwardDx[T kern.Float](f *fwdOp, in []gorgonia.Value, dxv tensor.Tensor) 
 			a := s.scale[i]
 			s.a[i], s.b[i], s.c[i] = a, 0, 0
 			if s.batch && n > 0 {
+				// With G = Σγ·dy and H = Σγ·dy·(x−μ) over the set:
+				// dx = γ·inv·dy − inv³·H/n·(x−μ) − inv·G/n.
 				inv := s.inv[i]
-				s.b[i] = -a * inv * inv * s.gs[i][1] / n
-				s.c[i] = -a * s.gs[i][0] / n
+				s.b[i] = -inv * inv * inv * s.gs[i][1] / n
+				s.c[i] = -inv * s.gs[i][0] / n
 			}
 		}
 	}

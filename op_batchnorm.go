@@ -203,6 +203,9 @@ func (l *Layer) ApplySegmented(x *gorgonia.Node, seg Segmenter) (*gorgonia.Node,
 	if seg == nil {
 		return nil, fmt.Errorf("%w: nil segmenter", ErrOption)
 	}
+	if l.cfg.ghost > 0 {
+		return nil, fmt.Errorf("%w: ghost batches cannot be combined with a segmenter", ErrOption)
+	}
 	return l.apply(x, seg)
 }
 
@@ -761,6 +764,10 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 			s.cnt[sg] = n
 		}
 		for i, m := range s.nm[:k] {
+			if m.N == 0 { // an empty set (absent domain): nothing to normalize
+				s.mean[i], s.inv[i] = 0, 0
+				continue
+			}
 			s.mean[i], s.inv[i] = m.Mean, kern.InvStd(m, l.cfg.eps)
 		}
 	}
