@@ -461,8 +461,12 @@ type fwdOp struct {
 	seg  Segmenter
 
 	plan any // *kern.Plan[float32] or *kern.Plan[float64]
-	s    saved
-	done bool // a forward has run: the backward may use s
+
+	// SyncBN with ghost batches: this rank's place in the global batch.
+	ghostKnown                   bool
+	ghostN, ghostOff, ghostTotal int
+	s                            saved
+	done                         bool // a forward has run: the backward may use s
 }
 
 func (op *fwdOp) Arity() int {
@@ -730,9 +734,15 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 	s.batch = mode.usesBatchStats(l.cfg.track)
 	off, total := 0, N
 	if s.batch && l.cfg.sync != nil && l.cfg.ghost > 0 {
-		if off, total, err = l.cfg.sync.ghostOffsets(l, N, C); err != nil {
-			return err
+		// The batch size of an op is fixed: place this rank's samples in
+		// the global batch once (reduceMoments checks it every step).
+		if !op.ghostKnown || op.ghostN != N {
+			if op.ghostOff, op.ghostTotal, err = l.cfg.sync.ghostOffsets(l, N, C); err != nil {
+				return err
+			}
+			op.ghostN, op.ghostKnown = N, true
 		}
+		off, total = op.ghostOff, op.ghostTotal
 	}
 	seg, nseg, err := op.segments(N, off, total)
 	if err != nil {
@@ -743,7 +753,7 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 		s.moms = grow(s.moms, nseg*C)
 		plan.Stats(x, s.moms)
 		if l.cfg.sync != nil {
-			if s.moms, nseg, err = l.cfg.sync.reduceMoments(l, s, s.moms, nseg, C); err != nil {
+			if s.moms, nseg, err = l.cfg.sync.reduceMoments(l, s, s.moms, nseg, C, N, off); err != nil {
 				return err
 			}
 		}

@@ -13,8 +13,12 @@ package bn
 // data-parallel gradient reduction sums them once). Eval and frozen modes do
 // no communication.
 //
+// Ghost layers normalize over the ghost groups of the concatenated global
+// batch; their first forward (per op: Gorgonia batch sizes are fixed per
+// graph) also all-gathers the batch sizes to place each rank's samples.
+//
 // Every payload carries a small header (layer index, channels, segments,
-// step) that every rank checks, so ranks that disagree — different channel
+// step, batch size and offset) that every rank checks, so ranks that disagree — different channel
 // counts, a rank that skips a layer or calls layers in another order — get
 // ErrSync instead of wrong numbers. A rank with an empty batch still takes
 // part; a global count of 1 in training is ErrTooFewValues on every rank,
@@ -125,13 +129,18 @@ func (sc *syncConfig) context() (context.Context, context.CancelFunc) {
 
 const (
 	tagForward  = 0x42_4e_46 // "BNF"
-	headerLen   = 5
-	ghostHeader = 1 // header-only exchange for ghost layers
+	headerLen   = 7          // forward: tag, layer index, C, segments, step, N, offset
+	sumsHeader  = 5          // backward: 1, index, index², C, C²
+	ghostHeader = 1          // header-only exchange for ghost layers
 )
 
 // reduceMoments all-gathers the local moments (nseg·C) and returns the
 // global ones, merged in rank order, and the global number of segments.
-func (sc *syncConfig) reduceMoments(l *Layer, s *saved, moms []kern.Moments, nseg, C int) ([]kern.Moments, int, error) {
+//
+// N and off are the local batch size and, for ghost layers, the offset of
+// this rank's samples in the global batch; ghost layers check that every
+// rank's offset is the sum of the sizes of the ranks before it.
+func (sc *syncConfig) reduceMoments(l *Layer, s *saved, moms []kern.Moments, nseg, C, N, off int) ([]kern.Moments, int, error) {
 	ctx, cancel := sc.context()
 	defer cancel()
 	K := sc.comm.Size()
@@ -139,7 +148,7 @@ func (sc *syncConfig) reduceMoments(l *Layer, s *saved, moms []kern.Moments, nse
 	gseg := nseg
 	n := headerLen + 3*gseg*C
 	sc.send = grow(sc.send, n)
-	copy(sc.send, []float64{tagForward, float64(sc.index), float64(C), float64(gseg), step})
+	copy(sc.send, []float64{tagForward, float64(sc.index), float64(C), float64(gseg), step, float64(N), float64(off)})
 	p := sc.send[headerLen:]
 	clear(p)
 	for i, m := range moms[:nseg*C] {
@@ -151,11 +160,16 @@ func (sc *syncConfig) reduceMoments(l *Layer, s *saved, moms []kern.Moments, nse
 	}
 	sc.merged = grow(sc.merged, gseg*C)
 	clear(sc.merged)
+	sum := 0.0
 	for r := range K {
 		q := sc.recv[r*n : (r+1)*n]
 		if err := sc.checkHeader(l, q[:headerLen], r, C, gseg, step, tagForward); err != nil {
 			return nil, 0, err
 		}
+		if l.cfg.ghost > 0 && q[6] != sum {
+			return nil, 0, fmt.Errorf("%w: ghost layer %s: rank %d places its batch at offset %v of the global batch, but the ranks before it hold %v samples: the per-rank batch sizes changed since this op's first run (use one graph per batch size on every rank)", ErrSync, l.cfg.name, r, q[6], sum)
+		}
+		sum += q[5]
 		q = q[headerLen:]
 		for i := range sc.merged {
 			sc.merged[i] = sc.merged[i].Merge(kern.Moments{N: q[3*i], Mean: q[3*i+1], M2: q[3*i+2]})
@@ -172,7 +186,7 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int) (off, total int, err erro
 	defer cancel()
 	K := sc.comm.Size()
 	step := float64(l.calls)
-	sc.send = append(sc.send[:0], tagForward+ghostHeader, float64(sc.index), float64(C), float64(N), step)
+	sc.send = append(sc.send[:0], tagForward+ghostHeader, float64(sc.index), float64(C), -1, step, float64(N), -1)
 	sc.recv = grow(sc.recv, K*headerLen)
 	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.send), collective.Float64s(sc.recv), nil); err != nil {
 		return 0, 0, fmt.Errorf("%w: layer %s forward: %w", ErrSync, l.cfg.name, err)
@@ -183,9 +197,9 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int) (off, total int, err erro
 			return 0, 0, err
 		}
 		if r < sc.comm.Rank() {
-			off += int(h[3])
+			off += int(h[5])
 		}
-		total += int(h[3])
+		total += int(h[5])
 	}
 	return off, total, nil
 }
@@ -206,24 +220,24 @@ func (sc *syncConfig) reduceSums(l *Layer, s *saved) error {
 	defer cancel()
 	C := l.c
 	k := s.nseg * C
-	n := headerLen + 2*k
+	n := sumsHeader + 2*k
 	sc.send = grow(sc.send, n)
 	idx, c := float64(sc.index+1), float64(C)
 	copy(sc.send, []float64{1, idx, idx * idx, c, c * c})
 	for i, v := range s.sums[:k] {
-		sc.send[headerLen+2*i], sc.send[headerLen+2*i+1] = v[0], v[1]
+		sc.send[sumsHeader+2*i], sc.send[sumsHeader+2*i+1] = v[0], v[1]
 	}
 	if err := sc.comm.AllReduce(ctx, collective.Float64s(sc.send), collective.Sum); err != nil {
 		return fmt.Errorf("%w: layer %s backward: %w", ErrSync, l.cfg.name, err)
 	}
 	K := sc.send[0]
-	h := sc.send[:headerLen]
+	h := sc.send[:sumsHeader]
 	// Σa = K·m and Σa² = K·m² hold only if every a equals m.
 	if K != float64(sc.comm.Size()) || h[1] != K*idx || h[2] != K*idx*idx || h[3] != K*c || h[4] != K*c*c {
 		return fmt.Errorf("%w: layer %s backward: ranks disagree on the layer or its channel count (header sums %v on rank %d): ranks must run the same synchronized layers in the same order", ErrSync, l.cfg.name, h, sc.comm.Rank())
 	}
 	for i := range s.sums[:k] {
-		s.sums[i] = [2]float64{sc.send[headerLen+2*i], sc.send[headerLen+2*i+1]}
+		s.sums[i] = [2]float64{sc.send[sumsHeader+2*i], sc.send[sumsHeader+2*i+1]}
 	}
 	return nil
 }
@@ -238,7 +252,8 @@ func (sc *syncConfig) reduceSums(l *Layer, s *saved) error {
 // if backward is set, contributes zero sums to each backward, in reverse
 // order. Layers that are not synchronized, or whose mode uses running
 // statistics, are skipped, as their ops would be. For a layer made by
-// NewGrouped the segments are taken to be its groups.
+// NewGrouped the segments are taken to be its groups. Ghost layers are not
+// supported (ErrOption).
 func EmptyStep(layers []*Layer, backward bool) error {
 	states := make([]*saved, len(layers))
 	for i, l := range layers {
@@ -269,18 +284,14 @@ func (l *Layer) emptyForward() (*saved, error) {
 	}
 	C, nseg := l.c, l.groups
 	if l.cfg.ghost > 0 {
-		_, total, err := l.cfg.sync.ghostOffsets(l, 0, C)
-		if err != nil {
-			return nil, err
-		}
-		nseg = ghostSegments(l.cfg.ghost, total)
+		return nil, fmt.Errorf("%w: EmptyStep does not support ghost layers (%s): the ghost groups of the global batch depend on every rank's batch size", ErrOption, l.cfg.name)
 	}
 	s := &saved{}
 	s.sm.Resize(nseg)
 	for i := range nseg {
 		s.sm.Norm[i], s.sm.Stat[i], s.sm.Aff[i] = i, min(i, l.groups-1), 0
 	}
-	moms, gseg, err := l.cfg.sync.reduceMoments(l, s, make([]kern.Moments, nseg*C), nseg, C)
+	moms, gseg, err := l.cfg.sync.reduceMoments(l, s, make([]kern.Moments, nseg*C), nseg, C, 0, 0)
 	if err != nil {
 		return nil, err
 	}

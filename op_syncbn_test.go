@@ -218,3 +218,35 @@ func TestSyncMissingRank(t *testing.T) {
 		t.Fatalf("took %v", d)
 	}
 }
+
+// TestSyncGhostCollectives: a ghost layer places its samples in the global
+// batch once per op (one extra all-gather on the first step), then makes
+// one all-gather per forward and one all-reduce per backward.
+func TestSyncGhostCollectives(t *testing.T) {
+	comms, err := collective.NewInProcess(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := make([]map[string]int, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() {
+			r := rand.New(rand.NewSource(int64(i)))
+			cc := newCountingComm(comms[i])
+			shape := tensor.Shape{3 + i, 2, 2}
+			n := shape.TotalSize()
+			_, errs[i] = runLayer(shape, randData(r, n, 0, 1), randData(r, n, 0, 1), 4, WithCommunicator(cc), WithGhostBatch(2))
+			counts[i] = cc.take()
+		})
+	}
+	wg.Wait()
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if want := map[string]int{"AllGather": 1 + 4, "AllReduce": 4}; counts[i]["AllGather"] != want["AllGather"] || counts[i]["AllReduce"] != want["AllReduce"] || len(counts[i]) != 2 {
+			t.Errorf("rank %d: collectives %v over 4 steps, want %v", i, counts[i], want)
+		}
+	}
+}

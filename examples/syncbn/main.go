@@ -1,0 +1,205 @@
+// Command syncbn trains a small CNN with batch normalization on MNIST in
+// data parallel with K workers of 2 samples each, and compares three runs
+// that see exactly the same samples in the same order:
+//
+//   - per-worker BN: K workers, each BN layer normalizes over the worker's
+//     own 2 samples (gradients averaged over the workers);
+//   - SyncBN: K workers, each BN layer normalizes over all 2·K samples of
+//     the step (bn.WithCommunicator), gradients averaged;
+//   - one worker with batch 2·K and plain BN.
+//
+// SyncBN makes the K-worker run compute what the one-worker run computes:
+// their parameters follow the same trajectory up to rounding. Per-worker BN
+// normalizes with the statistics of 2 samples, a different and much noisier
+// model.
+//
+// By default the workers are goroutines of this process (the in-process
+// backend). Built with -tags mpi and started with mpirun, every MPI process
+// is one worker (collective/mpi); the one-worker run then runs on rank 0.
+//
+//	go run ./examples/syncbn
+//	go build -tags mpi -o syncbn ./examples/syncbn && mpirun -np 4 ./syncbn
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/gorgonia-bn/bn/collective"
+	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"github.com/gorgonia-bn/bn/examples/internal/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gorgonia.org/tensor"
+)
+
+type options struct {
+	workers, batch, steps int
+	trainN, testN, evalN  int
+	evalEvery, evalBatch  int
+	lr, mom               float64
+	seed                  int64
+	dtype                 string
+	runs, plot, dataDir   string
+	quiet                 bool
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.workers, "workers", 4, "data-parallel workers (in-process; under MPI the number of processes)")
+	flag.IntVar(&o.batch, "batch", 2, "samples per worker and step")
+	flag.IntVar(&o.steps, "steps", 3000, "training steps")
+	flag.IntVar(&o.trainN, "train", 24000, "training images used (the first N of the 60000; 0: all)")
+	flag.IntVar(&o.testN, "test", 10000, "test images for the final accuracy (the first N; 0: all)")
+	flag.IntVar(&o.evalN, "eval", 2000, "test images for the accuracy during training")
+	flag.IntVar(&o.evalEvery, "eval-every", 500, "steps between accuracy measurements (0: at the end only)")
+	flag.IntVar(&o.evalBatch, "eval-batch", 500, "batch size of the evaluation")
+	flag.Float64Var(&o.lr, "lr", 0.02, "learning rate (SGD with momentum)")
+	flag.Float64Var(&o.mom, "momentum", 0.9, "momentum")
+	flag.Int64Var(&o.seed, "seed", 1, "seed of the weights and the data order")
+	flag.StringVar(&o.dtype, "dtype", "float64", "float64 or float32")
+	flag.StringVar(&o.runs, "runs", "local,sync,single", "runs to make: local (per-worker BN), sync (SyncBN), single (one worker, whole batch)")
+	flag.StringVar(&o.plot, "plot", "syncbn.png", "PNG file of the curves (empty: none)")
+	flag.StringVar(&o.dataDir, "data", "", "folder of the MNIST idx files (default: the GoMNIST module's)")
+	flag.BoolVar(&o.quiet, "q", false, "no progress output")
+	flag.Parse()
+	launch(func(w *world) error {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		return run(ctx, w, o)
+	})
+}
+
+func run(ctx context.Context, w *world, o options) error {
+	o.workers = w.workers(o.workers)
+	dt := tensor.Float32
+	switch o.dtype {
+	case "float32":
+	case "float64":
+		dt = tensor.Float64
+	default:
+		return fmt.Errorf("-dtype %q: want float32 or float64", o.dtype)
+	}
+	if o.workers < 1 || o.batch < 1 || o.steps < 1 || o.evalBatch < 1 {
+		return errors.New("-workers, -batch, -steps and -eval-batch must be ≥ 1")
+	}
+	logf := func(format string, args ...any) {
+		if !o.quiet && w.root() {
+			fmt.Printf(format+"\n", args...)
+		}
+	}
+	t0 := time.Now()
+	train, test, err := mnist.Load(o.dataDir)
+	if err != nil {
+		return err
+	}
+	d := &data{train: train.Head(o.trainN), test: test.Head(o.testN)}
+	d.evalSet = d.test.Head(o.evalN)
+	logf("MNIST: %d training images used, %d test images (%d during training), loaded in %.1f s; backend %s",
+		d.train.Len(), d.test.Len(), d.evalSet.Len(), time.Since(t0).Seconds(), w.name(o.workers))
+
+	base := runConfig{workers: o.workers, batch: o.batch, steps: o.steps, lr: o.lr, mom: o.mom,
+		evalEvery: o.evalEvery, evalBatch: o.evalBatch, seed: o.seed, dtype: dt}
+	var results []*runResult
+	for _, name := range strings.Split(o.runs, ",") {
+		cfg := base
+		switch strings.TrimSpace(name) {
+		case "local":
+			cfg.name = "per-worker BN"
+		case "sync":
+			cfg.name, cfg.syncBN = "SyncBN", true
+		case "single":
+			cfg.name, cfg.workers, cfg.batch = "one worker", 1, o.workers*o.batch
+		default:
+			return fmt.Errorf("-runs: unknown run %q (want local, sync, single)", name)
+		}
+		var res *runResult
+		if cfg.workers == 1 {
+			res, err = w.single(ctx, func() (*runResult, error) { return worker(ctx, nil, cfg, d, logf) })
+		} else {
+			res, err = w.group(ctx, cfg.workers, func(ctx context.Context, c collective.Communicator) (*runResult, error) {
+				return worker(ctx, c, cfg, d, logf)
+			})
+		}
+		if err != nil {
+			return err
+		}
+		results = append(results, res)
+	}
+	if !w.root() {
+		return nil
+	}
+	fmt.Println()
+	fmt.Print(table(results))
+	if o.plot != "" {
+		if err := plotResults(o.plot, d.evalSet.Len(), results); err != nil {
+			return err
+		}
+		fmt.Printf("plot: %s\n", o.plot)
+	}
+	fmt.Printf("total time %.1f s\n", time.Since(t0).Seconds())
+	return nil
+}
+
+// table formats the results as a Markdown table, with the distance between
+// the SyncBN and one-worker parameters when both ran.
+func table(rs []*runResult) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| run | workers × batch | BN normalizes over | train loss (last 10%% of steps) | test accuracy | training time | ms/step |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|\n")
+	var syncP, singleP []float64
+	for _, r := range rs {
+		c := r.cfg
+		over := fmt.Sprintf("%d samples", c.batch)
+		if c.syncBN {
+			over = fmt.Sprintf("%d samples (all workers)", c.batch*c.workers)
+			syncP = r.params
+		} else if c.workers == 1 {
+			singleP = r.params
+		}
+		tail := r.loss[len(r.loss)-max(1, len(r.loss)/10):]
+		fmt.Fprintf(&b, "| %s | %d × %d | %s | %.4f | %.2f%% | %.1f s | %.2f |\n", c.name, c.workers, c.batch, over,
+			mean(tail), 100*r.finalAcc, r.train.Seconds(), 1e3*r.train.Seconds()/float64(c.steps))
+	}
+	if syncP != nil && singleP != nil && len(syncP) == len(singleP) {
+		d, m := 0.0, 0.0
+		for i := range syncP {
+			d = max(d, math.Abs(syncP[i]-singleP[i]))
+			m = max(m, math.Abs(singleP[i]))
+		}
+		fmt.Fprintf(&b, "\nSyncBN vs one worker after training: max |Δθ| = %.3g (max |θ| = %.3g)\n", d, m)
+	}
+	return b.String()
+}
+
+// plotResults draws the training loss (moving average) and the test
+// accuracy of each run.
+func plotResults(path string, evalN int, rs []*runResult) error {
+	var loss, acc []plotutil.Series
+	lo, hi := 100.0, 0.0
+	for i, r := range rs {
+		x := make([]float64, len(r.loss))
+		for s := range x {
+			x[s] = float64(s + 1)
+		}
+		win := max(1, len(r.loss)/30)
+		loss = append(loss, plotutil.Series{Name: r.cfg.name, X: x, Y: plotutil.MovingAverage(r.loss, win), Color: i, Dashed: r.cfg.workers == 1})
+		ax, ay := make([]float64, len(r.testAcc)), make([]float64, len(r.testAcc))
+		for k := range ax {
+			ax[k], ay[k] = float64(r.evalStep[k]), 100*r.testAcc[k]
+			lo, hi = min(lo, ay[k]), max(hi, ay[k])
+		}
+		acc = append(acc, plotutil.Series{Name: r.cfg.name, X: ax, Y: ay, Color: i, Dashed: r.cfg.workers == 1, Points: true})
+	}
+	// Head room for the legend above the curves.
+	top := plotutil.Float(min(100, hi+0.6*(hi-lo)+0.5))
+	return plotutil.SavePNG(path, 26*vg.Centimeter, 10*vg.Centimeter,
+		plotutil.Panel{Title: "training loss (moving average)", XLabel: "step", YLabel: "cross-entropy", Series: loss, LogY: true},
+		plotutil.Panel{Title: fmt.Sprintf("test accuracy, %d images (running statistics)", evalN), XLabel: "step", YLabel: "%", Series: acc, YMax: top})
+}

@@ -1,0 +1,101 @@
+//go:build !mpi
+
+package main
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gorgonia-bn/bn/collective"
+	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"gorgonia.org/tensor"
+)
+
+func loadSmall(t *testing.T) *data {
+	t.Helper()
+	train, test, err := mnist.Load("")
+	if errors.Is(err, mnist.ErrNotFound) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &data{train: train.Head(400), test: test.Head(100)}
+	d.evalSet = d.test.Head(50)
+	return d
+}
+
+// TestSyncBNMatchesOneWorker: on real MNIST, 4 workers × 2 samples with
+// SyncBN follow the parameter trajectory of one worker with 8 samples and
+// plain BN (float64, up to rounding); per-worker BN does not.
+func TestSyncBNMatchesOneWorker(t *testing.T) {
+	d := loadSmall(t)
+	ctx := context.Background()
+	w := &world{}
+	base := runConfig{workers: 4, batch: 2, steps: 20, lr: 0.02, mom: 0.9, evalEvery: 10, evalBatch: 50, seed: 3, dtype: tensor.Float64}
+	quiet := func(string, ...any) {}
+	group := func(cfg runConfig) *runResult {
+		t.Helper()
+		res, err := w.group(ctx, cfg.workers, func(ctx context.Context, c collective.Communicator) (*runResult, error) {
+			return worker(ctx, c, cfg, d, quiet)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	local := base
+	local.name = "local"
+	sync := base
+	sync.name, sync.syncBN = "sync", true
+	single := base
+	single.name, single.workers, single.batch = "single", 1, 8
+	rl, rs := group(local), group(sync)
+	r1, err := worker(ctx, nil, single, d, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs.loss) != base.steps || len(rs.testAcc) != 2 {
+		t.Fatalf("%d losses, %d accuracies; want %d, 2", len(rs.loss), len(rs.testAcc), base.steps)
+	}
+	maxDiff := func(a, b []float64) float64 {
+		m := 0.0
+		for i := range a {
+			m = max(m, math.Abs(a[i]-b[i]))
+		}
+		return m
+	}
+	if dd := maxDiff(rs.params, r1.params); !(dd < 1e-9) {
+		t.Errorf("SyncBN vs one worker: max |Δθ| = %g", dd)
+	}
+	if dd := maxDiff(rs.loss, r1.loss); !(dd < 1e-9) {
+		t.Errorf("SyncBN vs one worker: max |Δloss| = %g", dd)
+	}
+	if rs.finalAcc != r1.finalAcc {
+		t.Errorf("accuracy %v (SyncBN) vs %v (one worker)", rs.finalAcc, r1.finalAcc)
+	}
+	if dd := maxDiff(rl.params, r1.params); !(dd > 1e-4) {
+		t.Errorf("per-worker BN within %g of the one-worker model", dd)
+	}
+	for _, r := range []*runResult{rl, rs, r1} {
+		if !(r.finalAcc > 0.3) {
+			t.Errorf("%s: accuracy %v after %d steps", r.cfg.name, r.finalAcc, r.cfg.steps)
+		}
+	}
+	out := table([]*runResult{rl, rs, r1})
+	if !strings.Contains(out, "SyncBN vs one worker") || strings.Count(out, "\n| ") != 3 {
+		t.Errorf("table:\n%s", out)
+	}
+	png := filepath.Join(t.TempDir(), "p.png")
+	if err := plotResults(png, d.evalSet.Len(), []*runResult{rl, rs, r1}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(png); err != nil || st.Size() < 1000 {
+		t.Fatalf("plot: %v, %v", st, err)
+	}
+}

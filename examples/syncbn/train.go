@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand"
+	"time"
+
+	"github.com/gorgonia-bn/bn"
+	"github.com/gorgonia-bn/bn/collective"
+	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// runConfig is one training run.
+type runConfig struct {
+	name      string
+	workers   int  // data-parallel workers K
+	batch     int  // samples per worker and step
+	syncBN    bool // BN statistics over all workers' samples
+	steps     int
+	lr, mom   float64 // SGD with momentum
+	evalEvery int     // steps between evaluations on the subset (0: at the end only)
+	evalBatch int
+	seed      int64 // weights of rank 0 and the data order
+	dtype     tensor.Dtype
+}
+
+// runResult is what one run measured (on rank 0: the losses are the
+// global batch's, the accuracies the whole evaluation set's).
+type runResult struct {
+	cfg      runConfig
+	loss     []float64 // training loss of each step: mean over the global batch
+	evalStep []int     // steps after which the test set was evaluated
+	testAcc  []float64 // accuracy on the evaluation subset after evalStep
+	finalAcc float64   // accuracy on the test set after training
+	params   []float64 // final learnables
+	train    time.Duration
+}
+
+// data is what every worker reads.
+type data struct {
+	train, test, evalSet *mnist.Set // evalSet: the periodic evaluation subset
+}
+
+// worker trains one replica: rank comm.Rank() of comm.Size() workers, or
+// the only worker when comm is nil. Every worker of a run calls it with the
+// same configuration. logf prints progress (rank 0 only).
+func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d *data, logf func(string, ...any)) (*runResult, error) {
+	rank, K := 0, 1
+	if comm != nil {
+		rank, K = comm.Rank(), comm.Size()
+	}
+	if K != cfg.workers {
+		return nil, fmt.Errorf("%s: %d workers in the group, configured for %d", cfg.name, K, cfg.workers)
+	}
+	if rank != 0 {
+		logf = func(string, ...any) {}
+	}
+	// Each rank draws its own weights; Broadcast makes them rank 0's.
+	w := newWeights(cfg.dtype, cfg.seed+int64(rank)*7919)
+	var bnComm collective.Communicator
+	if cfg.syncBN {
+		bnComm = comm
+	}
+	tn, err := newNet(w, cfg.dtype, cfg.batch, bnComm, true)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.name, err)
+	}
+	defer tn.vm.Close()
+	for _, l := range tn.bns {
+		l.SetSyncContext(ctx)
+	}
+	var dp *bn.DataParallel
+	if comm != nil {
+		// Every worker's loss is the mean over its own samples and all hold
+		// equally many: averaged gradients are those of the global mean.
+		if dp, err = bn.NewDataParallel(comm, tn.learnable, bn.GradMean); err != nil {
+			return nil, err
+		}
+		if err := dp.Broadcast(ctx, 0); err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.name, err)
+		}
+	}
+	solver := gorgonia.NewMomentum(gorgonia.WithLearnRate(cfg.lr), gorgonia.WithMomentum(cfg.mom))
+	ev := &evaluator{w: w, dt: cfg.dtype, train: tn, comm: comm, nets: map[int]*net{}}
+	defer ev.close()
+
+	res := &runResult{cfg: cfg}
+	global := K * cfg.batch
+	rng := rand.New(rand.NewSource(cfg.seed)) // the same order on every worker
+	var order []int
+	local := make([]float64, 0, cfg.steps)
+	report := max(1, cfg.steps/10)
+	start := time.Now()
+	var evalTime time.Duration
+	for step := 0; step < cfg.steps; step++ {
+		if len(order) < global {
+			order = rng.Perm(d.train.Len())
+		}
+		idx := order[rank*cfg.batch : (rank+1)*cfg.batch]
+		order = order[global:]
+		if err := tn.run(d.train, idx); err != nil {
+			return nil, fmt.Errorf("%s: step %d: %w", cfg.name, step, bn.Cause(err))
+		}
+		local = append(local, tn.lossValue())
+		if dp != nil {
+			err = dp.Step(ctx, solver)
+		} else {
+			err = solver.Step(gorgonia.NodesToValueGrads(tn.learnable))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: step %d: %w", cfg.name, step, err)
+		}
+		done := step + 1
+		if done%report == 0 || done == cfg.steps {
+			// The global loss of the steps since the last report: the mean
+			// of the workers' local means.
+			win := local[len(res.loss):]
+			if err := allReduceMean(ctx, comm, win); err != nil {
+				return nil, err
+			}
+			res.loss = append(res.loss, win...)
+			logf("%-14s step %5d/%d  loss %.4f  (%.1f s)", cfg.name, done, cfg.steps, mean(win), time.Since(start).Seconds())
+		}
+		if cfg.evalEvery > 0 && done%cfg.evalEvery == 0 || done == cfg.steps {
+			t0 := time.Now()
+			acc, err := ev.accuracy(ctx, d.evalSet, cfg.evalBatch)
+			if err != nil {
+				return nil, fmt.Errorf("%s: evaluation: %w", cfg.name, err)
+			}
+			evalTime += time.Since(t0)
+			res.evalStep, res.testAcc = append(res.evalStep, done), append(res.testAcc, acc)
+			logf("%-14s step %5d/%d  test accuracy (%d images) %.2f%%", cfg.name, done, cfg.steps, d.evalSet.Len(), 100*acc)
+		}
+	}
+	res.train = time.Since(start) - evalTime
+	acc, err := ev.accuracy(ctx, d.test, cfg.evalBatch)
+	if err != nil {
+		return nil, fmt.Errorf("%s: evaluation: %w", cfg.name, err)
+	}
+	res.finalAcc = acc
+	res.params = tn.values()
+	logf("%-14s done: test accuracy (%d images) %.2f%%, training %.1f s", cfg.name, d.test.Len(), 100*acc, res.train.Seconds())
+	return res, nil
+}
+
+// evaluator measures test accuracy with the running statistics (bn.Eval),
+// each worker on its share of the images, with rank 0's running
+// statistics (per-worker BN leaves every worker its own; SyncBN's are
+// identical everywhere).
+type evaluator struct {
+	w     *weights
+	dt    tensor.Dtype
+	train *net
+	comm  collective.Communicator
+	nets  map[int]*net // by batch size
+}
+
+func (e *evaluator) close() {
+	for _, n := range e.nets {
+		n.vm.Close()
+	}
+}
+
+func (e *evaluator) net(batch int) (*net, error) {
+	if n, ok := e.nets[batch]; ok {
+		return n, nil
+	}
+	n, err := newNet(e.w, e.dt, batch, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range n.bns {
+		if err := l.SetMode(bn.Eval); err != nil {
+			return nil, err
+		}
+	}
+	e.nets[batch] = n
+	return n, nil
+}
+
+func (e *evaluator) accuracy(ctx context.Context, set *mnist.Set, batch int) (float64, error) {
+	rank, K := 0, 1
+	if e.comm != nil {
+		rank, K = e.comm.Rank(), e.comm.Size()
+	}
+	// Rank 0's running statistics, for every worker's evaluation net.
+	var stats []float64
+	for _, l := range e.train.bns {
+		m, v := l.RunningStats()
+		stats = append(append(stats, m...), v...)
+	}
+	if e.comm != nil {
+		if err := e.comm.Broadcast(ctx, collective.Float64s(stats), 0); err != nil {
+			return 0, err
+		}
+	}
+	lo, hi := rank*set.Len()/K, (rank+1)*set.Len()/K
+	ok := 0
+	for i := lo; i < hi; i += batch {
+		j := min(i+batch, hi)
+		n, err := e.net(j - i)
+		if err != nil {
+			return 0, err
+		}
+		off := 0
+		for k, l := range n.bns {
+			src := e.train.bns[k]
+			if err := gorgonia.Let(l.Gamma(), src.Gamma().Value()); err != nil {
+				return 0, err
+			}
+			if err := gorgonia.Let(l.Beta(), src.Beta().Value()); err != nil {
+				return 0, err
+			}
+			C := l.Channels()
+			if err := l.SetRunningStats(stats[off:off+C], stats[off+C:off+2*C]); err != nil {
+				return 0, err
+			}
+			off += 2 * C
+		}
+		idx := mnist.Range(j)[i:]
+		if err := n.run(set, idx); err != nil {
+			return 0, err
+		}
+		ok += n.correct(set, idx)
+	}
+	counts := []float64{float64(ok)}
+	if e.comm != nil {
+		if err := e.comm.AllReduce(ctx, collective.Float64s(counts), collective.Sum); err != nil {
+			return 0, err
+		}
+	}
+	return counts[0] / float64(set.Len()), nil
+}
+
+// allReduceMean replaces v by its mean over the workers.
+func allReduceMean(ctx context.Context, comm collective.Communicator, v []float64) error {
+	if comm == nil || comm.Size() == 1 {
+		return nil
+	}
+	if err := comm.AllReduce(ctx, collective.Float64s(v), collective.Sum); err != nil {
+		return err
+	}
+	for i := range v {
+		v[i] /= float64(comm.Size())
+	}
+	return nil
+}
+
+func mean(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
