@@ -1,0 +1,145 @@
+package collective
+
+import (
+	"fmt"
+	"strconv"
+)
+
+// Dtype is the element type of a [Buffer].
+type Dtype int
+
+// The element types a Communicator moves. The zero Dtype is invalid.
+const (
+	Float32 Dtype = iota + 1 // IEEE 754 binary32 (Go float32)
+	Float64                  // IEEE 754 binary64 (Go float64)
+)
+
+// String returns "float32" or "float64" (or "Dtype(n)" for an invalid value).
+func (d Dtype) String() string {
+	switch d {
+	case Float32:
+		return "float32"
+	case Float64:
+		return "float64"
+	}
+	return "Dtype(" + strconv.Itoa(int(d)) + ")"
+}
+
+// Size returns the size of one element in bytes, or 0 for an invalid Dtype.
+func (d Dtype) Size() int {
+	switch d {
+	case Float32:
+		return 4
+	case Float64:
+		return 8
+	}
+	return 0
+}
+
+// ReduceOp is the element-wise operation of an all-reduce.
+type ReduceOp int
+
+// The reductions of AllReduce. The zero ReduceOp is invalid.
+//
+// Max and Min follow Go's built-in max and min: a NaN in any rank's input
+// gives NaN, and max(-0, +0) = +0, min(-0, +0) = -0.
+const (
+	Sum ReduceOp = iota + 1
+	Max
+	Min
+)
+
+// String returns "sum", "max" or "min" (or "ReduceOp(n)" for an invalid value).
+func (op ReduceOp) String() string {
+	switch op {
+	case Sum:
+		return "sum"
+	case Max:
+		return "max"
+	case Min:
+		return "min"
+	}
+	return "ReduceOp(" + strconv.Itoa(int(op)) + ")"
+}
+
+func (op ReduceOp) valid() bool { return op >= Sum && op <= Min }
+
+// Undefined is the Split color of ranks that join no sub-group
+// (MPI_UNDEFINED). Any negative color has the same meaning.
+const Undefined = -1
+
+// Buffer is the memory a collective reads or writes: a host []float32 or
+// []float64, or device memory for a device backend. It is a small value
+// type: creating and passing one does not allocate, and it aliases (never
+// copies) the memory it describes.
+//
+// The zero Buffer is invalid: collectives reject it with ErrMismatch. Use
+// Float32s(nil) or Float64s(nil) for an empty contribution.
+type Buffer struct {
+	dtype Dtype
+	dev   bool
+	f32   []float32
+	f64   []float64
+	ptr   uintptr
+	n     int
+}
+
+// Float32s returns a Buffer for the host slice s.
+func Float32s(s []float32) Buffer { return Buffer{dtype: Float32, f32: s, n: len(s)} }
+
+// Float64s returns a Buffer for the host slice s.
+func Float64s(s []float64) Buffer { return Buffer{dtype: Float64, f64: s, n: len(s)} }
+
+// Device returns a Buffer for n elements of type dt at device address ptr.
+// Only device backends accept it; host backends (in-process, MPI) report
+// an error wrapping ErrMismatch and errors.ErrUnsupported.
+func Device(ptr uintptr, n int, dt Dtype) Buffer {
+	return Buffer{dtype: dt, dev: true, ptr: ptr, n: n}
+}
+
+// Len returns the number of elements in b.
+func (b Buffer) Len() int { return b.n }
+
+// Dtype returns the element type of b.
+func (b Buffer) Dtype() Dtype { return b.dtype }
+
+// Float32s returns the host slice of b, or nil if b is not a host float32
+// buffer.
+func (b Buffer) Float32s() []float32 { return b.f32 }
+
+// Float64s returns the host slice of b, or nil if b is not a host float64
+// buffer.
+func (b Buffer) Float64s() []float64 { return b.f64 }
+
+// DevicePtr returns the device address of b and true, or 0 and false if b
+// is a host buffer.
+func (b Buffer) DevicePtr() (uintptr, bool) { return b.ptr, b.dev }
+
+// IsDevice reports whether b describes device memory.
+func (b Buffer) IsDevice() bool { return b.dev }
+
+// Slice returns the elements [lo, hi) of b, like b's slice[lo:hi] (for a
+// device buffer, the address advances by lo elements). It panics if the
+// bounds are out of range, as slicing does.
+func (b Buffer) Slice(lo, hi int) Buffer {
+	if lo < 0 || hi < lo || hi > b.n {
+		panic(fmt.Sprintf("collective: Buffer.Slice[%d:%d] out of range for length %d", lo, hi, b.n))
+	}
+	switch {
+	case b.dev:
+		return Device(b.ptr+uintptr(lo*b.dtype.Size()), hi-lo, b.dtype)
+	case b.dtype == Float32:
+		return Float32s(b.f32[lo:hi])
+	case b.dtype == Float64:
+		return Float64s(b.f64[lo:hi])
+	}
+	return b
+}
+
+// String describes b, e.g. "float32[7]" or "device float64[1024]@0x7f00".
+func (b Buffer) String() string {
+	if b.dev {
+		return fmt.Sprintf("device %v[%d]@%#x", b.dtype, b.n, b.ptr)
+	}
+	return fmt.Sprintf("%v[%d]", b.dtype, b.n)
+}

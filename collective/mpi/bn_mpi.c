@@ -1,0 +1,254 @@
+//go:build mpi
+
+#include "bn_mpi.h"
+
+#include <mpi.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { BN_CTRL_TAG = 0x626e };
+
+struct bn_comm {
+	MPI_Comm comm;
+	MPI_Comm ctrl;
+	int rank, size;
+	MPI_Request req;
+	MPI_Request ctrlreq;
+	pthread_mutex_t ctrlmu; // MPI_Test on ctrlreq from several threads
+	int nchain;
+	bn_comm *chain[BN_MAX_CHAIN];
+	char ctrlbuf[BN_CTRL_MAX];
+	char sendbuf[BN_CTRL_MAX];
+};
+
+static MPI_Op bn_ops[4];
+
+static MPI_Datatype bn_type(int dt) {
+	switch (dt) {
+	case BN_F32: return MPI_FLOAT;
+	case BN_F64: return MPI_DOUBLE;
+	case BN_I64: return MPI_INT64_T;
+	case BN_INT: return MPI_INT;
+	}
+	return MPI_DATATYPE_NULL;
+}
+
+// The reductions match Go's +, max and min: a NaN operand gives NaN,
+// max(-0, +0) = +0, min(-0, +0) = -0. MPI calls them with inout = in op
+// inout, in = the lower ranks' partial result; the ops are registered as
+// non-commutative so that MPI keeps the rank order.
+#define BN_DEFINE_OPS(T, SUFFIX)                                                    \
+	static inline T bn_max_##SUFFIX(T a, T b) {                                     \
+		if (a != a || b != b) return a + b;                                         \
+		if (a == b) return signbit(a) ? b : a;                                      \
+		return a > b ? a : b;                                                       \
+	}                                                                               \
+	static inline T bn_min_##SUFFIX(T a, T b) {                                     \
+		if (a != a || b != b) return a + b;                                         \
+		if (a == b) return signbit(a) ? a : b;                                      \
+		return a < b ? a : b;                                                       \
+	}                                                                               \
+	static void bn_apply_##SUFFIX(const T *in, T *io, int n, int op) {              \
+		int i;                                                                      \
+		switch (op) {                                                               \
+		case BN_SUM: for (i = 0; i < n; i++) io[i] = in[i] + io[i]; break;          \
+		case BN_MAX: for (i = 0; i < n; i++) io[i] = bn_max_##SUFFIX(in[i], io[i]); break; \
+		case BN_MIN: for (i = 0; i < n; i++) io[i] = bn_min_##SUFFIX(in[i], io[i]); break; \
+		}                                                                           \
+	}
+
+BN_DEFINE_OPS(float, f32)
+BN_DEFINE_OPS(double, f64)
+
+static void bn_apply(void *in, void *io, int *len, MPI_Datatype *dt, int op) {
+	if (*dt == MPI_FLOAT) bn_apply_f32(in, io, *len, op);
+	else if (*dt == MPI_DOUBLE) bn_apply_f64(in, io, *len, op);
+}
+static void bn_op_sum(void *in, void *io, int *len, MPI_Datatype *dt) { bn_apply(in, io, len, dt, BN_SUM); }
+static void bn_op_max(void *in, void *io, int *len, MPI_Datatype *dt) { bn_apply(in, io, len, dt, BN_MAX); }
+static void bn_op_min(void *in, void *io, int *len, MPI_Datatype *dt) { bn_apply(in, io, len, dt, BN_MIN); }
+
+int bn_init(int *provided, int *already) {
+	int rc, flag = 0;
+	MPI_Initialized(&flag);
+	*already = flag;
+	if (flag) {
+		rc = MPI_Query_thread(provided);
+	} else {
+		rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, provided);
+	}
+	if (rc != MPI_SUCCESS) return rc;
+	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+	if ((rc = MPI_Op_create(bn_op_sum, 0, &bn_ops[BN_SUM])) != MPI_SUCCESS) return rc;
+	if ((rc = MPI_Op_create(bn_op_max, 0, &bn_ops[BN_MAX])) != MPI_SUCCESS) return rc;
+	if ((rc = MPI_Op_create(bn_op_min, 0, &bn_ops[BN_MIN])) != MPI_SUCCESS) return rc;
+	return MPI_SUCCESS;
+}
+
+int bn_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
+
+int bn_finalize(void) { return MPI_Finalize(); }
+
+void bn_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
+
+void bn_error_string(int code, char *buf, int cap) {
+	char s[MPI_MAX_ERROR_STRING];
+	int n = 0;
+	if (MPI_Error_string(code, s, &n) != MPI_SUCCESS) n = 0;
+	if (n >= cap) n = cap - 1;
+	memcpy(buf, s, n);
+	buf[n] = 0;
+}
+
+static int bn_post_ctrl(bn_comm *c) {
+	return MPI_Irecv(c->ctrlbuf, BN_CTRL_MAX, MPI_BYTE, MPI_ANY_SOURCE, BN_CTRL_TAG, c->ctrl, &c->ctrlreq);
+}
+
+static int bn_wrap(MPI_Comm base, bn_comm **out) {
+	int rc;
+	bn_comm *c = calloc(1, sizeof *c);
+	if (!c) return MPI_ERR_NO_MEM;
+	c->req = MPI_REQUEST_NULL;
+	c->ctrlreq = MPI_REQUEST_NULL;
+	pthread_mutex_init(&c->ctrlmu, NULL);
+	if ((rc = MPI_Comm_dup(base, &c->comm)) != MPI_SUCCESS) goto fail;
+	MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
+	if ((rc = MPI_Comm_dup(base, &c->ctrl)) != MPI_SUCCESS) goto fail;
+	MPI_Comm_set_errhandler(c->ctrl, MPI_ERRORS_RETURN);
+	MPI_Comm_rank(c->comm, &c->rank);
+	MPI_Comm_size(c->comm, &c->size);
+	if ((rc = bn_post_ctrl(c)) != MPI_SUCCESS) goto fail;
+	c->nchain = 1;
+	c->chain[0] = c;
+	*out = c;
+	return MPI_SUCCESS;
+fail:
+	free(c);
+	return rc;
+}
+
+int bn_world(bn_comm **out) { return bn_wrap(MPI_COMM_WORLD, out); }
+
+int bn_split(bn_comm *c, int color, int key, bn_comm **out) {
+	MPI_Comm nc;
+	int rc = MPI_Comm_split(c->comm, color < 0 ? MPI_UNDEFINED : color, key, &nc);
+	*out = NULL;
+	if (rc != MPI_SUCCESS) return rc;
+	if (nc == MPI_COMM_NULL) return MPI_SUCCESS;
+	MPI_Comm_set_errhandler(nc, MPI_ERRORS_RETURN);
+	rc = bn_wrap(nc, out);
+	MPI_Comm_free(&nc); // the wrapper holds duplicates
+	return rc;
+}
+
+void bn_set_chain(bn_comm *c, bn_comm *parent) {
+	int i;
+	c->nchain = 1;
+	c->chain[0] = c;
+	for (i = 0; parent && i < parent->nchain && c->nchain < BN_MAX_CHAIN; i++) {
+		c->chain[c->nchain++] = parent->chain[i];
+	}
+}
+
+int bn_rank(bn_comm *c) { return c->rank; }
+int bn_size(bn_comm *c) { return c->size; }
+
+int bn_iallgather(bn_comm *c, const void *send, int count, void *recv, int dt) {
+	MPI_Datatype t = bn_type(dt);
+	return MPI_Iallgather(send, count, t, recv, count, t, c->comm, &c->req);
+}
+
+int bn_iallgather_inplace(bn_comm *c, void *recv, int count, int dt) {
+	MPI_Datatype t = bn_type(dt);
+	return MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recv, count, t, c->comm, &c->req);
+}
+
+int bn_iallgatherv(bn_comm *c, const void *send, int count, void *recv, const int *counts, const int *displs, int dt) {
+	MPI_Datatype t = bn_type(dt);
+	return MPI_Iallgatherv(send, count, t, recv, counts, displs, t, c->comm, &c->req);
+}
+
+int bn_ireduce(bn_comm *c, void *buf, int count, int dt, int op, int root) {
+	if (op < BN_SUM || op > BN_MIN) return MPI_ERR_OP;
+	if (c->rank == root) {
+		return MPI_Ireduce(MPI_IN_PLACE, buf, count, bn_type(dt), bn_ops[op], root, c->comm, &c->req);
+	}
+	return MPI_Ireduce(buf, NULL, count, bn_type(dt), bn_ops[op], root, c->comm, &c->req);
+}
+
+int bn_ibcast(bn_comm *c, void *buf, int count, int dt, int root) {
+	return MPI_Ibcast(buf, count, bn_type(dt), root, c->comm, &c->req);
+}
+
+int bn_ialltoallv(bn_comm *c, const void *send, const int *scounts, const int *sdispls,
+                  void *recv, const int *rcounts, const int *rdispls, int dt) {
+	MPI_Datatype t = bn_type(dt);
+	return MPI_Ialltoallv(send, scounts, sdispls, t, recv, rcounts, rdispls, t, c->comm, &c->req);
+}
+
+int bn_iallreduce_max_int(bn_comm *c, int *buf) {
+	return MPI_Iallreduce(MPI_IN_PLACE, buf, 1, MPI_INT, MPI_MAX, c->comm, &c->req);
+}
+
+int bn_active(bn_comm *c) { return c->req != MPI_REQUEST_NULL; }
+
+int bn_check_ctrl(bn_comm *c) {
+	int rc = MPI_SUCCESS, i, flag;
+	for (i = 0; i < c->nchain; i++) {
+		bn_comm *a = c->chain[i];
+		flag = 0;
+		pthread_mutex_lock(&a->ctrlmu);
+		if (a->ctrlreq == MPI_REQUEST_NULL) {
+			flag = 1; // arrived earlier, not yet taken
+		} else {
+			rc = MPI_Test(&a->ctrlreq, &flag, MPI_STATUS_IGNORE);
+		}
+		pthread_mutex_unlock(&a->ctrlmu);
+		if (rc != MPI_SUCCESS) return -rc;
+		if (flag) return (i + 1) << 8;
+	}
+	return 0;
+}
+
+int bn_poll(bn_comm *c, int skip_ctrl, int yield) {
+	int rc, flag = 0;
+	if (c->req != MPI_REQUEST_NULL && (rc = MPI_Test(&c->req, &flag, MPI_STATUS_IGNORE)) != MPI_SUCCESS) {
+		return -rc;
+	}
+	if (c->req == MPI_REQUEST_NULL) return 1;
+	if (!skip_ctrl && (rc = bn_check_ctrl(c)) != 0) return rc;
+	if (yield) sched_yield();
+	return 0;
+}
+
+int bn_ctrl_take(bn_comm *c, void *msg, int *ok) {
+	int rc = MPI_SUCCESS, flag = 1;
+	*ok = 0;
+	pthread_mutex_lock(&c->ctrlmu);
+	if (c->ctrlreq != MPI_REQUEST_NULL) {
+		rc = MPI_Test(&c->ctrlreq, &flag, MPI_STATUS_IGNORE);
+	}
+	if (rc == MPI_SUCCESS && flag) {
+		memcpy(msg, c->ctrlbuf, BN_CTRL_MAX);
+		*ok = 1;
+		rc = bn_post_ctrl(c);
+	}
+	pthread_mutex_unlock(&c->ctrlmu);
+	return rc;
+}
+
+int bn_notify(bn_comm *c, const void *msg, int len) {
+	int r, rc;
+	MPI_Request req;
+	if (len > BN_CTRL_MAX) len = BN_CTRL_MAX;
+	memcpy(c->sendbuf, msg, len);
+	for (r = 0; r < c->size; r++) {
+		if (r == c->rank) continue;
+		if ((rc = MPI_Isend(c->sendbuf, len, MPI_BYTE, r, BN_CTRL_TAG, c->ctrl, &req)) != MPI_SUCCESS) return rc;
+		MPI_Request_free(&req);
+	}
+	return MPI_SUCCESS;
+}

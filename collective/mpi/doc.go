@@ -1,0 +1,73 @@
+// Package mpi is the MPI backend of package collective: a
+// collective.Communicator over MPI processes, one rank per process.
+//
+// It is compiled only with the build tag mpi (cgo, Open MPI through
+// pkg-config "ompi"; add the tag mpich to use pkg-config "mpich"
+// instead). Without the tag the package is a stub: World and Init return
+// an error wrapping collective.ErrNotBuilt, Main runs the tests, and
+// RunMain runs its function as the single rank of an in-process group.
+//
+// # Running
+//
+// A program calls RunMain (or Main from TestMain) and is started by
+// mpirun; a binary started without mpirun is a valid world of one rank:
+//
+//	func main() {
+//		mpi.RunMain(func(world collective.Communicator) int {
+//			// ... collectives on world ...
+//			return 0
+//		})
+//	}
+//
+//	go build -tags mpi ./cmd/train
+//	mpirun -np 4 --bind-to none --mca mpi_yield_when_idle 1 ./train
+//
+// Tests: go test -tags mpi -p 1 -exec 'mpirun -np 4 --oversubscribe' ./collective/mpi
+//
+// # Semantics
+//
+// MPI_Init_thread (MPI_THREAD_MULTIPLE) and MPI_Finalize run on one locked
+// OS thread; collectives run on the caller's goroutine and thread.
+// Communicators use MPI_ERRORS_RETURN, and MPI errors become Go errors
+// with MPI_Error_string's text.
+//
+// Each collective first all-gathers a 64-byte header describing every
+// rank's call (collective, dtype, lengths, op, root, a hash of the counts,
+// call number), and all ranks check the headers the same way, so mismatched
+// calls fail with collective.ErrMismatch on every rank instead of hanging
+// or corrupting memory. All-to-all also exchanges the counts. The data
+// then moves with nonblocking MPI collectives.
+//
+// AllReduce is deterministic and bitwise identical on every rank: up to
+// 256 KiB gathered (len × size × element size), every rank all-gathers the
+// inputs and reduces them in rank order, which gives exactly the in-process
+// backend's result; above, MPI_Ireduce to rank 0 with non-commutative
+// reduction ops (so MPI keeps the rank order, in a tree of its choosing)
+// followed by MPI_Ibcast.
+//
+// # Deadlines, Abort and Close
+//
+// MPI collectives cannot be cancelled, so the backend posts nonblocking
+// collectives and polls them (MPI_Test, spinning briefly, then yielding,
+// then sleeping up to 1 ms), watching the context. Each communicator has a
+// duplicate on which control messages travel: when a rank's context ends,
+// or it calls Abort, it tells every member (and the members of its
+// sub-groups), whose pending and future collectives then fail with
+// collective.ErrAborted; Close tells them it left (collective.ErrPeerGone
+// for calls it did not take part in). A collective that was abandoned this
+// way stays posted in MPI: its buffers stay pinned and must not be reused
+// for anything that matters, and the communicator stays failed.
+//
+// At exit, RunMain agrees on the exit code (the maximum over the ranks),
+// then calls MPI_Finalize, which Open MPI completes even with abandoned
+// collectives. If this rank exits with a non-zero code and the other ranks
+// do not all reach the agreement within ExitGrace (a rank that hangs
+// outside collectives, or a cut link), or MPI_Finalize does not return
+// within ExitGrace, it calls MPI_Abort, which ends the whole job with the
+// exit code. A rank that exits or crashes without RunMain makes mpirun end
+// the job.
+//
+// Communicators are never MPI_Comm_free'd: a member that left may still
+// have traffic in flight on them, which a reused communicator could
+// receive. MPI_Finalize reclaims them; do not Split without bound.
+package mpi
