@@ -204,22 +204,29 @@ func (op *fwdOp) checkBackward(in []gorgonia.Value, n int) error {
 	return nil
 }
 
-func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tensor) error {
-	x, err := data[T](in[0])
-	if err != nil {
-		return err
+// backwardArgs returns the element slices of x, dy and out and the plan of
+// the forward the backward belongs to.
+func backwardArgs[T kern.Float](f *fwdOp, in []gorgonia.Value, out tensor.Tensor) (x, dy, o []T, p *kern.Plan[T], err error) {
+	if x, err = data[T](in[0]); err != nil {
+		return
 	}
-	dy, err := data[T](in[1])
-	if err != nil {
-		return err
+	if dy, err = data[T](in[1]); err != nil {
+		return
 	}
-	out, err := data[T](outv)
-	if err != nil {
-		return err
+	if o, err = data[T](out); err != nil {
+		return
 	}
 	p, ok := f.plan.(*kern.Plan[T])
 	if !ok || p.Layout().Len() != len(x) {
-		return fmt.Errorf("%w: backward of %v on an input of another shape than its forward", ErrShape, f)
+		return nil, nil, nil, nil, fmt.Errorf("%w: backward of %v on an input of another shape than its forward", ErrShape, f)
+	}
+	return x, dy, o, p, nil
+}
+
+func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tensor) error {
+	x, dy, out, p, err := backwardArgs[T](f, in, outv)
+	if err != nil {
+		return err
 	}
 	s := &f.s
 	C := f.l.c
@@ -329,21 +336,9 @@ func (op *dxOp) do(in []gorgonia.Value, dx tensor.Tensor) error {
 }
 
 func backwardDx[T kern.Float](f *fwdOp, in []gorgonia.Value, dxv tensor.Tensor) error {
-	x, err := data[T](in[0])
+	x, dy, dx, p, err := backwardArgs[T](f, in, dxv)
 	if err != nil {
 		return err
-	}
-	dy, err := data[T](in[1])
-	if err != nil {
-		return err
-	}
-	dx, err := data[T](dxv)
-	if err != nil {
-		return err
-	}
-	p, ok := f.plan.(*kern.Plan[T])
-	if !ok || p.Layout().Len() != len(x) {
-		return fmt.Errorf("%w: backward of %v on an input of another shape than its forward", ErrShape, f)
 	}
 	s := &f.s
 	C := f.l.c
