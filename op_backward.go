@@ -34,11 +34,11 @@ func (op *fwdOp) SymDiff(inputs gorgonia.Nodes, output, grad *gorgonia.Node) (go
 		return nil, fmt.Errorf("%w: %v takes %d inputs, got %d", ErrShape, op, op.Arity(), len(inputs))
 	}
 	x := inputs[0]
-	sums, err := gorgonia.ApplyOp(&sumsOp{op}, x, grad, output)
+	sums, err := gorgonia.ApplyOp(&sumsOp{f: op}, x, grad, output)
 	if err != nil {
 		return nil, err
 	}
-	dx, err := gorgonia.ApplyOp(&dxOp{op}, x, grad, sums)
+	dx, err := gorgonia.ApplyOp(&dxOp{f: op}, x, grad, sums)
 	if err != nil {
 		return nil, err
 	}
@@ -66,11 +66,11 @@ func (op *fwdOp) DoDiff(ctx gorgonia.ExecutionContext, inputs gorgonia.Nodes, ou
 		return err
 	}
 	x := inputs[0].Value()
-	sums, err := (&sumsOp{op}).Do(x, dy, output.Value())
+	sums, err := (&sumsOp{f: op}).Do(x, dy, output.Value())
 	if err != nil {
 		return err
 	}
-	dx, err := (&dxOp{op}).Do(x, dy, sums)
+	dx, err := (&dxOp{f: op}).Do(x, dy, sums)
 	if err != nil {
 		return err
 	}
@@ -127,7 +127,10 @@ func addT[T kern.Float](g, v gorgonia.Value, lo, hi int) error {
 }
 
 // sumsOp computes [dγ ; dβ] and the per-segment sums dxOp needs.
-type sumsOp struct{ f *fwdOp }
+type sumsOp struct {
+	goOp
+	f *fwdOp
+}
 
 func (op *sumsOp) Arity() int { return 3 }
 func (op *sumsOp) Type() hm.Type {
@@ -142,9 +145,6 @@ func (op *sumsOp) outShape() tensor.Shape {
 	return tensor.Shape{2, op.f.l.c}
 }
 func (op *sumsOp) InferShape(...gorgonia.DimSizer) (tensor.Shape, error) { return op.outShape(), nil }
-func (op *sumsOp) ReturnsPtr() bool                                      { return false }
-func (op *sumsOp) CallsExtern() bool                                     { return false }
-func (op *sumsOp) OverwritesInput() int                                  { return -1 }
 func (op *sumsOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "bn.BatchNormSums/%d/%d", op.f.l.id, op.f.id)
 }
@@ -278,24 +278,20 @@ func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tenso
 }
 
 // dxOp computes dx.
-type dxOp struct{ f *fwdOp }
+type dxOp struct {
+	goOp
+	f *fwdOp
+}
 
 func (op *dxOp) Arity() int { return 3 }
 func (op *dxOp) Type() hm.Type {
 	a := hm.TypeVariable('a')
 	x := gorgonia.TensorType{Dims: op.f.rank, Of: a}
-	return hm.NewFnType(x, x, gorgonia.TensorType{Dims: (&sumsOp{op.f}).outShape().Dims(), Of: a}, x)
+	return hm.NewFnType(x, x, gorgonia.TensorType{Dims: (&sumsOp{f: op.f}).outShape().Dims(), Of: a}, x)
 }
 func (op *dxOp) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
-	xs, ok := in[0].(tensor.Shape)
-	if !ok {
-		return nil, fmt.Errorf("%w: cannot infer the shape of %v", ErrShape, in[0])
-	}
-	return xs.Clone(), nil
+	return firstShape(op, in)
 }
-func (op *dxOp) ReturnsPtr() bool     { return false }
-func (op *dxOp) CallsExtern() bool    { return false }
-func (op *dxOp) OverwritesInput() int { return -1 }
 func (op *dxOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "bn.BatchNormDx/%d/%d", op.f.l.id, op.f.id)
 }

@@ -453,8 +453,30 @@ type saved struct {
 	a, b, c []float64
 }
 
+// goOp holds the methods of gorgonia.Op that every op of this package
+// answers alike: computed in Go, into a new value, no input overwritten.
+type goOp struct{}
+
+func (goOp) ReturnsPtr() bool     { return false }
+func (goOp) CallsExtern() bool    { return false }
+func (goOp) OverwritesInput() int { return -1 }
+
+// firstShape is InferShape for ops whose output has their first input's
+// shape.
+func firstShape(op gorgonia.Op, in []gorgonia.DimSizer) (tensor.Shape, error) {
+	if len(in) != op.Arity() {
+		return nil, fmt.Errorf("%w: %v takes %d inputs, got %d", ErrShape, op, op.Arity(), len(in))
+	}
+	s, ok := in[0].(tensor.Shape)
+	if !ok {
+		return nil, fmt.Errorf("%w: cannot infer the shape of %v", ErrShape, in[0])
+	}
+	return s.Clone(), nil
+}
+
 // fwdOp is the forward Gorgonia op of one application of a layer.
 type fwdOp struct {
+	goOp
 	l    *Layer
 	rank int
 	id   uint64
@@ -509,9 +531,6 @@ func (op *fwdOp) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
 	return xs.Clone(), nil
 }
 
-func (op *fwdOp) ReturnsPtr() bool     { return false }
-func (op *fwdOp) CallsExtern() bool    { return false }
-func (op *fwdOp) OverwritesInput() int { return -1 }
 func (op *fwdOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "bn.BatchNorm/%d/%d", op.l.id, op.id)
 }

@@ -864,7 +864,7 @@ func TestUsePreallocDoMatchesDo(t *testing.T) {
 				}
 				y := prealloc(fwd, "forward", in)
 				dy := tensorOf(dt, tc.shape, randn(r, len(xs), 0, 1))
-				sums := prealloc(&sumsOp{fwd}, "sums", []gorgonia.Value{in[0], dy, y})
+				sums := prealloc(&sumsOp{f: fwd}, "sums", []gorgonia.Value{in[0], dy, y})
 				prealloc(dxo, "dx", []gorgonia.Value{in[0], dy, sums})
 			})
 		}
@@ -1153,7 +1153,7 @@ func TestDoRejectsBadInputs(t *testing.T) {
 	badG := tensorOf(tensor.Float64, tensor.Shape{2}, []float64{1, 1})
 	dxo := e.grads[0].Op().(*dxOp)
 	// Backward before any forward.
-	if _, err := (&sumsOp{fwd}).Do(e.x.Value(), e.x.Value(), e.x.Value()); !errors.Is(err, ErrState) {
+	if _, err := (&sumsOp{f: fwd}).Do(e.x.Value(), e.x.Value(), e.x.Value()); !errors.Is(err, ErrState) {
 		t.Errorf("sums before forward: %v, want ErrState", err)
 	}
 	if _, err := dxo.Do(e.x.Value(), e.x.Value(), tensorOf(tensor.Float64, tensor.Shape{2, 3}, make([]float64, 6))); !errors.Is(err, ErrState) {
@@ -1177,10 +1177,10 @@ func TestDoRejectsBadInputs(t *testing.T) {
 	e.mustRun()
 	// Backward with an x of another shape than its forward.
 	other := tensorOf(tensor.Float64, tensor.Shape{2, 3}, make([]float64, 6))
-	if _, err := (&sumsOp{fwd}).Do(other, other, other); err == nil {
+	if _, err := (&sumsOp{f: fwd}).Do(other, other, other); err == nil {
 		t.Error("sums of another shape: no error")
 	}
-	if _, err := (&sumsOp{fwd}).Do(e.x.Value(), x32, e.x.Value()); !errors.Is(err, ErrDtype) {
+	if _, err := (&sumsOp{f: fwd}).Do(e.x.Value(), x32, e.x.Value()); !errors.Is(err, ErrDtype) {
 		t.Errorf("sums with a float32 dy: %v", err)
 	}
 }

@@ -289,6 +289,7 @@ func (s *Shuffle) makePlan(n int, sampleShape tensor.Shape) error {
 // grad marks a backward op, whose second input (the forward's output) only
 // orders it after its forward.
 type permOp struct {
+	goOp
 	s       *Shuffle
 	inverse bool
 	plans   bool
@@ -315,19 +316,9 @@ func (op *permOp) Type() hm.Type {
 }
 
 func (op *permOp) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
-	if len(in) != op.Arity() {
-		return nil, fmt.Errorf("%w: %v takes %d inputs, got %d", ErrShape, op, op.Arity(), len(in))
-	}
-	s, ok := in[0].(tensor.Shape)
-	if !ok {
-		return nil, fmt.Errorf("%w: cannot infer the shape of %v", ErrShape, in[0])
-	}
-	return s.Clone(), nil
+	return firstShape(op, in)
 }
 
-func (op *permOp) ReturnsPtr() bool     { return false }
-func (op *permOp) CallsExtern() bool    { return false }
-func (op *permOp) OverwritesInput() int { return -1 }
 func (op *permOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "bn.Shuffle/%d/%d/%t/%t/%t", op.s.id, op.id, op.inverse, op.plans, op.grad)
 }
