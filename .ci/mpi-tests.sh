@@ -65,6 +65,11 @@ fault() {
 			echo "FAIL: $n ranks detected the fault, want 3"; cat "$tmp/out"; return 1
 		fi
 	fi
+	# The first survivor to see the rank leave exits, which aborts the
+	# others: at least one must have seen the leave itself.
+	if [[ $mode == leave ]] && ! grep -q 'FAULT-DETECTED.*peer left the group' "$tmp/out"; then
+		echo "FAIL: no rank saw the peer leave"; cat "$tmp/out"; return 1
+	fi
 }
 fault ok zero
 fault exit nonzero

@@ -3,6 +3,7 @@ package collective
 import (
 	"fmt"
 	"strconv"
+	"unsafe"
 )
 
 // Dtype is the element type of a [Buffer].
@@ -142,4 +143,18 @@ func (b Buffer) String() string {
 		return fmt.Sprintf("device %v[%d]@%#x", b.dtype, b.n, b.ptr)
 	}
 	return fmt.Sprintf("%v[%d]", b.dtype, b.n)
+}
+
+// span returns the address range of a host buffer (empty for others).
+func (b Buffer) span() (lo, hi uintptr) {
+	switch {
+	case b.dev:
+	case b.dtype == Float32 && len(b.f32) > 0:
+		lo = uintptr(unsafe.Pointer(unsafe.SliceData(b.f32)))
+		return lo, lo + uintptr(len(b.f32))*4
+	case b.dtype == Float64 && len(b.f64) > 0:
+		lo = uintptr(unsafe.Pointer(unsafe.SliceData(b.f64)))
+		return lo, lo + uintptr(len(b.f64))*8
+	}
+	return 0, 0
 }

@@ -101,7 +101,6 @@ type slot struct {
 	buf, recv  Buffer
 	counts     []int // all-gather counts or all-to-all send counts
 	recvCounts []int
-	op         kernel.Op
 	waiting    bool
 	wake       chan struct{} // capacity 1
 	sub        *inproc       // Split result
@@ -218,15 +217,15 @@ func (c *inproc) AllReduce(ctx context.Context, buf Buffer, op ReduceOp) error {
 	return nil
 }
 
-// fold sets dst = slots[0] op slots[1] op ... op slots[size-1] over the
-// elements [lo, lo+len(dst)) of the posted buffers, in rank order.
-func fold[T kernel.Float](op kernel.Op, dst []T, slots []slot, lo int, host func(Buffer) []T) {
+// fold sets dst = slots[0] op slots[1] op ... op slots[size-1], element by
+// element over the posted buffers, in rank order.
+func fold[T kernel.Float](op kernel.Op, dst []T, slots []slot, host func(Buffer) []T) {
 	for b := 0; b < len(dst); b += foldBlock {
 		e := min(b+foldBlock, len(dst))
 		d := dst[b:e]
-		copy(d, host(slots[0].buf)[lo+b:lo+e])
+		copy(d, host(slots[0].buf)[b:e])
 		for s := 1; s < len(slots); s++ {
-			kernel.Apply(op, d, host(slots[s].buf)[lo+b:lo+e])
+			kernel.Apply(op, d, host(slots[s].buf)[b:e])
 		}
 	}
 }
@@ -262,6 +261,9 @@ func (c *inproc) AllGather(ctx context.Context, send, recv Buffer, counts []int)
 		cl.fault(proto.BadRecvDtype, fmt.Sprintf("send is %v, recv is %v", send.dtype, recv.dtype))
 	}
 	cl.fault(proto.CheckAllGather(&cl.hdr, counts, c.rank, c.g.size))
+	if overlaps(send, recv) {
+		cl.fault(proto.Overlap, "send and recv overlap")
+	}
 	if err := c.enter(ctx, &cl); err != nil {
 		return err
 	}
@@ -324,6 +326,9 @@ func (c *inproc) AllToAll(ctx context.Context, send Buffer, sendCounts []int, re
 		cl.fault(proto.BadRecvDtype, fmt.Sprintf("send is %v, recv is %v", send.dtype, recv.dtype))
 	}
 	cl.fault(proto.CheckAllToAll(&cl.hdr, sendCounts, recvCounts, c.g.size))
+	if overlaps(send, recv) {
+		cl.fault(proto.Overlap, "send and recv overlap")
+	}
 	if err := c.enter(ctx, &cl); err != nil {
 		return err
 	}
@@ -562,10 +567,10 @@ func (g *group) commitLocked() error {
 		switch Dtype(h.Dtype) {
 		case Float32:
 			g.res32 = grow(g.res32, n)
-			fold(op, g.res32, g.slots, 0, Buffer.Float32s)
+			fold(op, g.res32, g.slots, Buffer.Float32s)
 		case Float64:
 			g.res64 = grow(g.res64, n)
-			fold(op, g.res64, g.slots, 0, Buffer.Float64s)
+			fold(op, g.res64, g.slots, Buffer.Float64s)
 		}
 	case proto.Split:
 		g.splitLocked()
@@ -636,6 +641,13 @@ func (g *group) phaseWait() {
 		}
 	}
 	g.mu.Unlock()
+}
+
+// overlaps reports whether two host buffers share memory.
+func overlaps(a, b Buffer) bool {
+	lo1, hi1 := a.span()
+	lo2, hi2 := b.span()
+	return lo1 < hi2 && lo2 < hi1
 }
 
 func grow[T any](s []T, n int) []T {

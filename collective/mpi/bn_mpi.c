@@ -90,6 +90,15 @@ int bn_init(int *provided, int *already) {
 
 int bn_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 
+int bn_local_size(int *n) {
+	MPI_Comm node;
+	int rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+	if (rc != MPI_SUCCESS) return rc;
+	MPI_Comm_size(node, n);
+	MPI_Comm_free(&node);
+	return MPI_SUCCESS;
+}
+
 int bn_finalize(void) { return MPI_Finalize(); }
 
 void bn_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }

@@ -21,6 +21,9 @@ int bn_finalize(void);
 void bn_abort(int code);
 void bn_error_string(int code, char *buf, int cap);
 int bn_thread_multiple(void);
+// bn_local_size sets *n to the number of ranks on this node (collective
+// over MPI_COMM_WORLD).
+int bn_local_size(int *n);
 
 // bn_world makes the wrapper of a duplicate of MPI_COMM_WORLD.
 int bn_world(bn_comm **out);

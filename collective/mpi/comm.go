@@ -37,13 +37,18 @@ const gatherMax = 256 << 10
 const stageMax = 256 << 10
 
 // Polling: spin on MPI_Test for spinFor, then yield the CPU between tests
-// until yieldFor, then sleep, doubling from minSleep to maxSleep.
+// until yieldFor, then sleep, doubling from minSleep to maxSleep. Init sets
+// spinFor: defaultSpin, or 0 when more ranks than CPUs share the node (a
+// spinning rank would take the CPU from the rank it waits for), or the
+// duration in COLLECTIVE_MPI_SPIN.
 const (
-	spinFor  = 20 * time.Microsecond
-	yieldFor = 2 * time.Millisecond
-	minSleep = 20 * time.Microsecond
-	maxSleep = time.Millisecond
+	defaultSpin = 200 * time.Microsecond
+	yieldFor    = 2 * time.Millisecond
+	minSleep    = 20 * time.Microsecond
+	maxSleep    = time.Millisecond
 )
+
+var spinFor = defaultSpin
 
 // comm is one rank's Communicator of an MPI communicator.
 type comm struct {
@@ -590,12 +595,13 @@ func overlaps(a, b collective.Buffer) bool {
 }
 
 func span(b collective.Buffer) (lo, hi uintptr) {
-	switch b.Dtype() {
-	case collective.Float32:
+	switch {
+	case b.IsDevice():
+	case b.Dtype() == collective.Float32 && b.Len() > 0:
 		s := b.Float32s()
 		lo = uintptr(unsafe.Pointer(unsafe.SliceData(s)))
 		return lo, lo + uintptr(len(s))*4
-	case collective.Float64:
+	case b.Dtype() == collective.Float64 && b.Len() > 0:
 		s := b.Float64s()
 		lo = uintptr(unsafe.Pointer(unsafe.SliceData(s)))
 		return lo, lo + uintptr(len(s))*8

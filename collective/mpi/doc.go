@@ -48,15 +48,18 @@
 // # Deadlines, Abort and Close
 //
 // MPI collectives cannot be cancelled, so the backend posts nonblocking
-// collectives and polls them (MPI_Test, spinning briefly, then yielding,
-// then sleeping up to 1 ms), watching the context. Each communicator has a
+// collectives and polls them, watching the context: MPI_Test in a loop for
+// 200 µs (0 when more ranks than CPUs share the node; the environment
+// variable COLLECTIVE_MPI_SPIN, e.g. "50us", overrides), then with
+// sched_yield until 2 ms, then sleeping from 20 µs up to 1 ms. Each communicator has a
 // duplicate on which control messages travel: when a rank's context ends,
 // or it calls Abort, it tells every member (and the members of its
 // sub-groups), whose pending and future collectives then fail with
 // collective.ErrAborted; Close tells them it left (collective.ErrPeerGone
 // for calls it did not take part in). A collective that was abandoned this
-// way stays posted in MPI: its buffers stay pinned and must not be reused
-// for anything that matters, and the communicator stays failed.
+// way stays posted in MPI and the communicator stays failed; buffers up to
+// 256 KiB are copied through C memory and are safe to reuse, larger ones
+// stay pinned and MPI may still write into them.
 //
 // At exit, RunMain agrees on the exit code (the maximum over the ranks),
 // then calls MPI_Finalize, which Open MPI completes even with abandoned

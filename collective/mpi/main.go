@@ -27,8 +27,9 @@ import (
 const Built = true
 
 // ExitGrace is how long RunMain and Main wait, when this rank exits with a
-// non-zero code, for the other ranks to agree on the exit code, and how
-// long they wait for MPI_Finalize, before calling MPI_Abort.
+// non-zero code, for the other ranks to agree on the exit code, and (for
+// any code) for MPI_Finalize, before calling MPI_Abort. Set it before
+// calling them.
 var ExitGrace = 10 * time.Second
 
 var env struct {
@@ -77,6 +78,12 @@ func owner(ready chan<- error) {
 		ready <- fmt.Errorf("mpi: %w", newMPIError("MPI_Comm_dup", rc))
 		return
 	}
+	var local C.int
+	if rc := C.bn_local_size(&local); rc != 0 {
+		ready <- fmt.Errorf("mpi: %w", newMPIError("MPI_Comm_split_type", rc))
+		return
+	}
+	spinFor = pollSpin(int(local))
 	env.world, env.exit = newComm(w, nil), newComm(x, nil)
 	registry.Lock()
 	delete(registry.comms, env.exit)
@@ -92,6 +99,21 @@ func owner(ready chan<- error) {
 		return
 	}
 	reply <- nil
+}
+
+// pollSpin returns how long to spin before yielding, for localRanks ranks
+// on this node.
+func pollSpin(localRanks int) time.Duration {
+	if v := os.Getenv("COLLECTIVE_MPI_SPIN"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+			return d
+		}
+		fmt.Fprintf(os.Stderr, "mpi: ignoring COLLECTIVE_MPI_SPIN=%q: want a duration such as 200us\n", v)
+	}
+	if localRanks > runtime.NumCPU() {
+		return 0
+	}
+	return defaultSpin
 }
 
 // World initializes MPI if needed and returns the Communicator of all the
@@ -132,7 +154,8 @@ func Finalize() error {
 //   - the ranks then agree on the exit code (MPI_Allreduce MAX over a
 //     private communicator) and call MPI_Finalize. A rank that exits with
 //     a non-zero code waits at most ExitGrace for the others (then calls
-//     MPI_Abort), a rank that exits with 0 waits as long as they need.
+//     MPI_Abort), a rank that exits with 0 waits as long as they need;
+//     MPI_Finalize gets ExitGrace too.
 //
 // If MPI cannot be initialized, RunMain prints the error and exits with 2.
 func RunMain(f func(world collective.Communicator) int) {
@@ -150,7 +173,8 @@ func RunMain(f func(world collective.Communicator) int) {
 // and run the test binary with mpirun. It is RunMain(m.Run), except that
 // the standard output of ranks other than 0 is held back and printed (each
 // line prefixed with its rank) only if the job fails, so that a passing
-// run prints one report. Set COLLECTIVE_MPI_OUTPUT=all to see every rank's
+// run prints one report (output held by a rank that is killed, e.g. by
+// MPI_Abort, is lost). Set COLLECTIVE_MPI_OUTPUT=all to see every rank's
 // output as it happens.
 func Main(m interface{ Run() int }) {
 	if err := Init(); err != nil {

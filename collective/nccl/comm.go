@@ -37,8 +37,12 @@ type state struct {
 	mu       sync.Mutex
 	h        unsafe.Pointer // ncclComm_t; nil once destroyed or aborted
 	err      error          // sticky failure
+	gone     error          // a peer of the in-process group closed
+	goneAt   time.Time
 	closed   bool
 	busy     int
+	inCall   bool // a goroutine is inside an NCCL call with h
+	abortReq bool // abort h as soon as that call returns
 	released bool
 	grp      *group   // the in-process group, nil across processes
 	children []*state // sub-communicators made by Split
@@ -304,6 +308,12 @@ func (c *Comm) enter(ctx context.Context) error {
 		err = fmt.Errorf("nccl: %w", collective.ErrClosed)
 	case st.err != nil:
 		err = st.err
+	case st.gone != nil:
+		err = st.gone
+	case st.busy > 0:
+		st.mu.Unlock()
+		err = c.failGroup(fmt.Errorf("nccl: rank %d made concurrent calls on one communicator: %w", st.rank, collective.ErrMismatch))
+		st.mu.Lock()
 	case ctx.Err() != nil:
 		st.mu.Unlock()
 		err = c.abortGroup(contextError(ctx))
@@ -336,20 +346,78 @@ func (c *Comm) leave() {
 	runtime.UnlockOSThread()
 }
 
-// handle returns the NCCL communicator for a new call, or the sticky error.
-func (st *state) handle() (unsafe.Pointer, error) {
+// nccl runs f, one or more NCCL calls, with the communicator, unless the
+// communicator failed or closed. While f runs, an abort from another
+// goroutine is deferred until f returns (so the communicator is never freed
+// under a call that is about to use it) — or, if f is still inside NCCL
+// after abortGrace (blocked connecting to a peer that never comes), done
+// anyway: unblocking such a call is what ncclCommAbort is for. An error of
+// f fails the group.
+func (c *Comm) nccl(f func(h unsafe.Pointer) error) error {
+	st := c.st
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.closed {
-		return nil, fmt.Errorf("nccl: %w", collective.ErrClosed)
+	switch {
+	case st.closed:
+		st.mu.Unlock()
+		return fmt.Errorf("nccl: %w", collective.ErrClosed)
+	case st.err != nil:
+		err := st.err
+		st.mu.Unlock()
+		return err
+	case st.h == nil:
+		st.mu.Unlock()
+		return fmt.Errorf("nccl: communicator gone: %w", collective.ErrAborted)
 	}
-	if st.err != nil {
-		return nil, st.err
+	h := st.h
+	st.inCall = true
+	st.mu.Unlock()
+
+	ferr := f(h)
+
+	st.mu.Lock()
+	st.inCall = false
+	if st.abortReq && st.h != nil {
+		commAbort(st.h)
+		st.h = nil
 	}
+	st.abortReq = false
+	serr := st.err
+	st.mu.Unlock()
+	if ferr != nil {
+		return c.abortGroup(ferr)
+	}
+	return serr
+}
+
+// abortGrace is how long an abort waits for an NCCL call in flight to
+// return before aborting the communicator under it.
+const abortGrace = 200 * time.Millisecond
+
+// abortLocked aborts st's NCCL communicator now, or, if a goroutine is inside
+// an NCCL call with it, when that call returns (at most abortGrace later).
+// st.mu is held.
+func (st *state) abortLocked() {
 	if st.h == nil {
-		return nil, fmt.Errorf("nccl: communicator gone: %w", collective.ErrAborted)
+		return
 	}
-	return st.h, nil
+	if !st.inCall {
+		commAbort(st.h)
+		st.h = nil
+		return
+	}
+	if st.abortReq {
+		return
+	}
+	st.abortReq = true
+	h := st.h
+	time.AfterFunc(abortGrace, func() {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if st.abortReq && st.inCall && st.h == h {
+			commAbort(h)
+			st.h = nil
+		}
+	})
 }
 
 func contextError(ctx context.Context) error {
@@ -367,9 +435,8 @@ func abortState(st *state, e error) {
 	if st.err == nil {
 		st.err = e
 	}
-	if st.busy > 0 && st.h != nil {
-		commAbort(st.h)
-		st.h = nil
+	if st.busy > 0 {
+		st.abortLocked()
 	}
 	children := append([]*state(nil), st.children...)
 	st.mu.Unlock()
@@ -387,6 +454,12 @@ func (c *Comm) abortGroup(cause error) error {
 	} else {
 		e = fmt.Errorf("nccl: %w: %w", collective.ErrAborted, cause)
 	}
+	return c.failGroup(e)
+}
+
+// failGroup fails the group (this rank only, across processes) with e and
+// returns e.
+func (c *Comm) failGroup(e error) error {
 	st := c.st
 	if st.grp == nil {
 		abortState(st, e)
@@ -408,8 +481,11 @@ func (c *Comm) Abort(err error) { c.abortGroup(err) }
 
 // Close leaves the communicator: its NCCL communicator is destroyed (or
 // aborted, if a call is in flight or the group failed) and its memory
-// freed. Later calls fail with ErrClosed; in a NewInProcess group the other
-// members' calls fail with ErrPeerGone. Close is idempotent.
+// freed. Later calls fail with ErrClosed. In a NewInProcess group the other
+// members' later calls fail with ErrPeerGone, and a call of theirs that
+// waits for this rank is given peerGrace to complete (the closed rank may
+// have taken its part before closing), then aborted with ErrPeerGone.
+// Close is idempotent.
 func (c *Comm) Close() error {
 	st := c.st
 	st.mu.Lock()
@@ -418,8 +494,15 @@ func (c *Comm) Close() error {
 		return nil
 	}
 	st.closed = true
-	h, healthy, busy := st.h, st.err == nil, st.busy > 0
-	st.h = nil
+	busy := st.busy > 0
+	var h unsafe.Pointer
+	if busy {
+		st.abortLocked() // the call in flight returns ErrClosed
+	} else {
+		h = st.h
+		st.h = nil
+	}
+	healthy := st.err == nil
 	rel := !busy && !st.released
 	if rel {
 		st.released = true
@@ -433,7 +516,7 @@ func (c *Comm) Close() error {
 		if e := cu.PushCurrentCtx(st.pctx); e == nil {
 			defer cu.PopCurrentCtx()
 		}
-		if healthy && !busy {
+		if healthy {
 			err = commDestroy(h)
 		} else {
 			err = commAbort(h)
@@ -449,12 +532,8 @@ func (c *Comm) Close() error {
 				continue
 			}
 			m.mu.Lock()
-			if m.err == nil {
-				m.err = gone
-			}
-			if m.busy > 0 && m.h != nil {
-				commAbort(m.h)
-				m.h = nil
+			if m.err == nil && m.gone == nil {
+				m.gone, m.goneAt = gone, time.Now()
 			}
 			m.mu.Unlock()
 		}
@@ -497,6 +576,10 @@ func (st *state) release() error {
 	return nil
 }
 
+// peerGrace is how long a call that waits for a peer of the in-process
+// group that closed may still complete.
+const peerGrace = 250 * time.Millisecond
+
 // wait waits, polling, for the work queued on c's stream; the context, a
 // failure of the group and NCCL's asynchronous errors end it early.
 func (c *Comm) wait(ctx context.Context) error {
@@ -507,7 +590,7 @@ func (c *Comm) wait(ctx context.Context) error {
 		// communicator was aborted: check the group after every poll.
 		qerr := c.stream.Query()
 		st.mu.Lock()
-		serr, h := st.err, st.h
+		serr, h, gone, goneAt := st.err, st.h, st.gone, st.goneAt
 		if st.closed {
 			serr = fmt.Errorf("nccl: %w", collective.ErrClosed)
 		}
@@ -527,6 +610,10 @@ func (c *Comm) wait(ctx context.Context) error {
 		}
 		if !errors.Is(qerr, cu.NotReady) {
 			return c.abortGroup(fmt.Errorf("CUDA stream: %w", qerr))
+		}
+		if gone != nil && time.Since(goneAt) > peerGrace {
+			abortState(st, gone)
+			return gone
 		}
 		if i < 64 {
 			if ctx.Err() != nil {
@@ -595,15 +682,13 @@ func (c *Comm) maxAgree(ctx context.Context, vals []float64) error {
 	if err := growDev(&st.hdr, &st.hdrCap, 8*len(vals)); err != nil {
 		return c.abortGroup(err)
 	}
-	h, err := st.handle()
-	if err != nil {
-		return err
-	}
 	if err := cu.MemcpyHtoDAsync(st.hdr, unsafe.Pointer(&vals[0]), int64(8*len(vals)), c.stream); err != nil {
 		return c.abortGroup(fmt.Errorf("copy header: %w", err))
 	}
-	if err := allReduce(uintptr(st.hdr), uintptr(st.hdr), len(vals), ncclFloat64, ncclMax, h, streamPtr(c.stream)); err != nil {
-		return c.abortGroup(err)
+	if err := c.nccl(func(h unsafe.Pointer) error {
+		return allReduce(uintptr(st.hdr), uintptr(st.hdr), len(vals), ncclFloat64, ncclMax, h, streamPtr(c.stream))
+	}); err != nil {
+		return err
 	}
 	if err := c.wait(ctx); err != nil {
 		return err
@@ -716,6 +801,27 @@ func (c *Comm) checkBuf(b collective.Buffer, what string) error {
 	return nil
 }
 
+// span returns the address range of b's memory (host or device).
+func span(b collective.Buffer) (lo, hi uintptr, dev bool) {
+	n := uintptr(b.Len() * b.Dtype().Size())
+	if p, ok := b.DevicePtr(); ok {
+		return p, p + n, true
+	}
+	p := uintptr(hostPtr(b))
+	return p, p + n, false
+}
+
+// overlap reports (as an ErrMismatch) send and recv buffers whose memory
+// overlaps, which the collective contract forbids.
+func overlap(what string, send, recv collective.Buffer) error {
+	a0, a1, ad := span(send)
+	b0, b1, bd := span(recv)
+	if ad == bd && a0 < a1 && b0 < b1 && a0 < b1 && b0 < a1 {
+		return mismatch("%s: send %v and recv %v overlap", what, send, recv)
+	}
+	return nil
+}
+
 // staging maps the host buffers of one call to device memory: a device
 // buffer maps to itself, host buffers to consecutive parts of the stage.
 type staging struct {
@@ -804,7 +910,9 @@ func (c *Comm) finish(ctx context.Context, s *staging, outs ...int) error {
 
 // AllReduce reduces buf element-wise over all ranks, in place (Sum, Max or
 // Min). Every rank gets the same bits; the reduction order is NCCL's, not
-// rank order.
+// rank order. Max and Min are NCCL's, i.e. CUDA's fmax and fmin: unlike
+// Go's max and min (collective.ReduceOp's contract) a NaN operand is
+// dropped, and the sign of a zero result is unspecified.
 func (c *Comm) AllReduce(ctx context.Context, buf collective.Buffer, op collective.ReduceOp) error {
 	if err := c.enter(ctx); err != nil {
 		return err
@@ -832,12 +940,10 @@ func (c *Comm) AllReduce(ctx context.Context, buf collective.Buffer, op collecti
 	if err != nil {
 		return err
 	}
-	h, err := c.st.handle()
-	if err != nil {
+	if err := c.nccl(func(h unsafe.Pointer) error {
+		return allReduce(s.ptrs[0], s.ptrs[0], buf.Len(), ncclType(buf.Dtype()), nop, h, streamPtr(c.stream))
+	}); err != nil {
 		return err
-	}
-	if err := allReduce(s.ptrs[0], s.ptrs[0], buf.Len(), ncclType(buf.Dtype()), nop, h, streamPtr(c.stream)); err != nil {
-		return c.abortGroup(err)
 	}
 	return c.finish(ctx, s, 0)
 }
@@ -854,6 +960,9 @@ func (c *Comm) AllGather(ctx context.Context, send, recv collective.Buffer, coun
 	local := errors.Join(c.checkBuf(send, "AllGather send"), c.checkBuf(recv, "AllGather recv"))
 	if local == nil && send.Dtype() != recv.Dtype() {
 		local = mismatch("AllGather: send is %v, recv %v", send.Dtype(), recv.Dtype())
+	}
+	if local == nil {
+		local = overlap("AllGather", send, recv)
 	}
 	var hdr [hdrLen]float64
 	if counts == nil {
@@ -907,18 +1016,13 @@ func (c *Comm) AllGather(ctx context.Context, send, recv collective.Buffer, coun
 			}
 		}
 	}
-	h, err := st.handle()
-	if err != nil {
-		return err
-	}
 	sp := streamPtr(c.stream)
-	if counts == nil {
-		if err := allGather(sendPtr, s.ptrs[0], send.Len(), dt, h, sp); err != nil {
-			return c.abortGroup(err)
+	err = c.nccl(func(h unsafe.Pointer) error {
+		if counts == nil {
+			return allGather(sendPtr, s.ptrs[0], send.Len(), dt, h, sp)
 		}
-	} else {
 		if err := groupStart(); err != nil {
-			return c.abortGroup(err)
+			return err
 		}
 		var gerr error
 		pos := 0
@@ -935,9 +1039,10 @@ func (c *Comm) AllGather(ctx context.Context, send, recv collective.Buffer, coun
 		if err := groupEnd(h); gerr == nil {
 			gerr = err
 		}
-		if gerr != nil {
-			return c.abortGroup(gerr)
-		}
+		return gerr
+	})
+	if err != nil {
+		return err
 	}
 	return c.finish(ctx, s, 0)
 }
@@ -962,12 +1067,10 @@ func (c *Comm) Broadcast(ctx context.Context, buf collective.Buffer, root int) e
 	if err != nil {
 		return err
 	}
-	h, err := c.st.handle()
-	if err != nil {
+	if err := c.nccl(func(h unsafe.Pointer) error {
+		return broadcast(s.ptrs[0], s.ptrs[0], buf.Len(), ncclType(buf.Dtype()), root, h, streamPtr(c.stream))
+	}); err != nil {
 		return err
-	}
-	if err := broadcast(s.ptrs[0], s.ptrs[0], buf.Len(), ncclType(buf.Dtype()), root, h, streamPtr(c.stream)); err != nil {
-		return c.abortGroup(err)
 	}
 	return c.finish(ctx, s, 0)
 }
@@ -985,6 +1088,9 @@ func (c *Comm) AllToAll(ctx context.Context, send collective.Buffer, sendCounts 
 	local := errors.Join(c.checkBuf(send, "AllToAll send"), c.checkBuf(recv, "AllToAll recv"))
 	if local == nil && send.Dtype() != recv.Dtype() {
 		local = mismatch("AllToAll: send is %v, recv %v", send.Dtype(), recv.Dtype())
+	}
+	if local == nil {
+		local = overlap("AllToAll", send, recv)
 	}
 	countsOK := len(sendCounts) == st.size && len(recvCounts) == st.size
 	if !countsOK {
@@ -1035,10 +1141,6 @@ func (c *Comm) AllToAll(ctx context.Context, send collective.Buffer, sendCounts 
 	if err != nil {
 		return err
 	}
-	h, err := st.handle()
-	if err != nil {
-		return err
-	}
 	dt, esz, sp := ncclType(send.Dtype()), send.Dtype().Size(), streamPtr(c.stream)
 	soff, roff := 0, 0
 	for r := range st.rank {
@@ -1051,28 +1153,31 @@ func (c *Comm) AllToAll(ctx context.Context, send collective.Buffer, sendCounts 
 		}
 	}
 	if st.size > 1 {
-		if err := groupStart(); err != nil {
-			return c.abortGroup(err)
-		}
-		var gerr error
-		so, ro := 0, 0
-		for r := range st.size {
-			if r != st.rank && gerr == nil {
-				if n := sendCounts[r]; n > 0 {
-					gerr = sendTo(sg.ptrs[0]+uintptr(so*esz), n, dt, r, h, sp)
-				}
-				if n := recvCounts[r]; n > 0 && gerr == nil {
-					gerr = recvFrom(sg.ptrs[1]+uintptr(ro*esz), n, dt, r, h, sp)
-				}
+		err := c.nccl(func(h unsafe.Pointer) error {
+			if err := groupStart(); err != nil {
+				return err
 			}
-			so += sendCounts[r]
-			ro += recvCounts[r]
-		}
-		if err := groupEnd(h); gerr == nil {
-			gerr = err
-		}
-		if gerr != nil {
-			return c.abortGroup(gerr)
+			var gerr error
+			so, ro := 0, 0
+			for r := range st.size {
+				if r != st.rank && gerr == nil {
+					if n := sendCounts[r]; n > 0 {
+						gerr = sendTo(sg.ptrs[0]+uintptr(so*esz), n, dt, r, h, sp)
+					}
+					if n := recvCounts[r]; n > 0 && gerr == nil {
+						gerr = recvFrom(sg.ptrs[1]+uintptr(ro*esz), n, dt, r, h, sp)
+					}
+				}
+				so += sendCounts[r]
+				ro += recvCounts[r]
+			}
+			if err := groupEnd(h); gerr == nil {
+				gerr = err
+			}
+			return gerr
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return c.finish(ctx, sg, 1)
@@ -1092,12 +1197,10 @@ func (c *Comm) Barrier(ctx context.Context) error {
 	if err := growDev(&st.hdr, &st.hdrCap, 8); err != nil {
 		return c.abortGroup(err)
 	}
-	h, err := st.handle()
-	if err != nil {
+	if err := c.nccl(func(h unsafe.Pointer) error {
+		return allReduce(uintptr(st.hdr), uintptr(st.hdr), 1, ncclFloat64, ncclMax, h, streamPtr(c.stream))
+	}); err != nil {
 		return err
-	}
-	if err := allReduce(uintptr(st.hdr), uintptr(st.hdr), 1, ncclFloat64, ncclMax, h, streamPtr(c.stream)); err != nil {
-		return c.abortGroup(err)
 	}
 	return c.finish(ctx, nil)
 }
@@ -1125,17 +1228,19 @@ func (c *Comm) Split(ctx context.Context, color, key int) (collective.Communicat
 			return nil, c.abortGroup(err)
 		}
 	}
-	h, err := st.handle()
-	if err != nil {
-		return nil, err
-	}
 	ncolor := color
 	if color < 0 {
 		ncolor = noColor
 	}
-	nh, err := commSplit(h, ncolor, key)
-	if err != nil {
-		return nil, c.abortGroup(err)
+	var nh unsafe.Pointer
+	if err := c.nccl(func(h unsafe.Pointer) (err error) {
+		nh, err = commSplit(h, ncolor, key)
+		return err
+	}); err != nil {
+		if nh != nil {
+			commDestroy(nh)
+		}
+		return nil, err
 	}
 	st.splits++
 	if color < 0 || nh == nil {

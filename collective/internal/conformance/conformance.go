@@ -190,14 +190,6 @@ func buf[T elem](s []T) collective.Buffer {
 	panic("unreachable")
 }
 
-func dtypeOf[T elem]() collective.Dtype {
-	var z T
-	if _, ok := any(z).(float32); ok {
-		return collective.Float32
-	}
-	return collective.Float64
-}
-
 // ival is an integer-valued input in [-1000, 1000]: sums of up to 2^14 of
 // them are exact in float32, so every reduction order gives the same
 // result.
@@ -233,9 +225,6 @@ func (e *errs) add(format string, args ...any) {
 }
 
 func (e *errs) err() error { return errors.Join(e.list...) }
-
-// equal reports whether the values are equal, NaN equal to NaN.
-func equal[T elem](a, b T) bool { return a == b || (a != a && b != b) }
 
 func allReduceExact[T elem](ctx context.Context, c collective.Communicator, op collective.ReduceOp, n int) error {
 	x := make([]T, n)
@@ -544,7 +533,7 @@ func barrier(ctx context.Context, c collective.Communicator) error {
 // ranks, in sub-group rank order) it should have.
 func checkSub(ctx context.Context, parent, sub collective.Communicator, members []int) error {
 	if sub == nil {
-		return fmt.Errorf("Split returned nil, want a group of %v", members)
+		return fmt.Errorf("split returned nil, want a group of %v", members)
 	}
 	if sub.Size() != len(members) {
 		return fmt.Errorf("sub-group size %d, want %d (members %v)", sub.Size(), len(members), members)
@@ -628,7 +617,7 @@ func splitUndefined(ctx context.Context, c collective.Communicator) error {
 	defer closeComm(sub)
 	if c.Rank() == 0 {
 		if sub != nil {
-			return fmt.Errorf("Split with color Undefined returned %v, want nil", sub)
+			return fmt.Errorf("split with color Undefined returned %v, want nil", sub)
 		}
 		return nil
 	}
@@ -896,10 +885,10 @@ func closeRank(ctx context.Context, c collective.Communicator, o Options) error 
 	if c.Rank() == c.Size()-1 {
 		time.Sleep(100 * time.Millisecond)
 		if err := c.Close(); err != nil {
-			return fmt.Errorf("Close: %v", err)
+			return fmt.Errorf("close: %v", err)
 		}
 		if err := c.Close(); err != nil {
-			return fmt.Errorf("second Close: %v", err)
+			return fmt.Errorf("second close: %v", err)
 		}
 		err := c.Barrier(ctx)
 		if !errors.Is(err, collective.ErrClosed) {
@@ -1032,6 +1021,18 @@ var mismatches = []mismatchCase{
 		}
 		return c.AllToAll(ctx, collective.Float32s(make([]float32, c.Size())), counts,
 			collective.Float32s(make([]float32, c.Size())), recvCounts)
+	}},
+	{"AllGatherOverlap", 1, func(ctx context.Context, c collective.Communicator) error {
+		mem := make([]float32, 2*c.Size()+2)
+		return c.AllGather(ctx, collective.Float32s(mem[1:3]), collective.Float32s(mem[:2*c.Size()]), nil)
+	}},
+	{"AllToAllOverlap", 1, func(ctx context.Context, c collective.Communicator) error {
+		counts := make([]int, c.Size())
+		for r := range counts {
+			counts[r] = 1
+		}
+		x := make([]float64, c.Size())
+		return c.AllToAll(ctx, collective.Float64s(x), counts, collective.Float64s(x), counts)
 	}},
 	{"AllToAllSendLength", 1, func(ctx context.Context, c collective.Communicator) error {
 		counts := make([]int, c.Size())

@@ -10,7 +10,8 @@
 //	exit:  calls os.Exit(3) (mpirun ends the job)
 //	error: returns exit code 1 from RunMain's function (RunMain aborts the
 //	       world, the others' all-reduce fails with ErrAborted)
-//	leave: returns 0 early (the others' all-reduce fails with ErrPeerGone)
+//	leave: returns 0 early (the others' all-reduce fails with ErrPeerGone,
+//	       or with ErrAborted if another survivor saw it first and exited)
 //	hang:  never comes back (the others' 2 s deadline fires; they exit 1,
 //	       and MPI_Abort the job after mpi.ExitGrace)
 //
@@ -85,7 +86,8 @@ func run(w collective.Communicator, mode string) int {
 	case "hang":
 		want = context.DeadlineExceeded
 	}
-	if err == nil || (want != nil && !errors.Is(err, want)) || d > 30*time.Second {
+	ok := errors.Is(err, want) || (mode == "leave" && errors.Is(err, collective.ErrAborted))
+	if !ok || d > 30*time.Second {
 		fmt.Fprintf(os.Stderr, "FAULT-WRONG rank %d after %v: got %v, want an error wrapping %v within 30s\n", w.Rank(), d, err, want)
 		return 4
 	}
