@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/gorgonia-bn/bn/collective"
+	"github.com/stretchr/testify/require"
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -263,13 +264,8 @@ func TestPreciseErrorsRestoreState(t *testing.T) {
 		})
 	}
 	_, err := Precise(context.Background(), layers, run(-1), PreciseOptions{Batches: 5})
-	if err == nil || !errors.Is(err, ErrDataEnded) || !contains(err.Error(), "got 3 of 5") {
-		t.Fatalf("err = %v", err)
-	}
-}
-
-func contains(s, sub string) bool {
-	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))
+	require.ErrorIs(t, err, ErrDataEnded)
+	require.Contains(t, err.Error(), "got 3 of 5")
 }
 
 func TestPreciseNotReachedAndTwice(t *testing.T) {
@@ -295,9 +291,7 @@ func TestPreciseNotReachedAndTwice(t *testing.T) {
 	m2 := gorgonia.NewTapeMachine(g.SubgraphRoots(y2))
 	defer m2.Close()
 	_, err = Precise(context.Background(), []Normalizer{used}, func(ctx context.Context, i int) (int, error) { m2.Reset(); return 4, m2.RunAll() }, PreciseOptions{Batches: 1})
-	if !errors.Is(err, ErrReachedTwice) {
-		t.Fatalf("err = %v, want ErrReachedTwice", err)
-	}
+	require.ErrorIs(t, err, ErrReachedTwice)
 	// Non-finite statistics.
 	bad := randData(r, 4*C, 0, 1)
 	bad[0] = math.Inf(1)
@@ -305,9 +299,7 @@ func TestPreciseNotReachedAndTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Precise(context.Background(), []Normalizer{used}, run, PreciseOptions{Batches: 1})
-	if !errors.Is(err, ErrNonFinite) {
-		t.Fatalf("err = %v, want ErrNonFinite", err)
-	}
+	require.ErrorIs(t, err, ErrNonFinite)
 }
 
 // TestPreciseDistributed: K ranks, each with its own batches, end with the
@@ -354,9 +346,7 @@ func TestPreciseDistributed(t *testing.T) {
 			}
 			wg.Wait()
 			for k := range K {
-				if errs[k] != nil {
-					t.Fatalf("rank %d: %v", k, errs[k])
-				}
+				require.NoError(t, errs[k], "rank %d", k)
 				assertClose(t, "mean", got[k][0], wantM, 1e-10)
 				assertClose(t, "var", got[k][1], wantV, 1e-10)
 				for c := range C {
