@@ -44,7 +44,7 @@ if ((need_install)); then
 Types: deb
 URIs: http://deb.debian.org/debian
 Suites: ${VERSION_CODENAME} ${VERSION_CODENAME}-updates
-Components: main contrib non-free
+Components: contrib non-free
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
 	fi

@@ -60,11 +60,28 @@
 //
 // A context that ends while a rank waits makes it abort its NCCL
 // communicator (ncclCommAbort) and return an error wrapping ErrAborted and
-// the context error; so does Abort. In a NewInProcess group, Abort, a
-// context error and Close also reach the other members (ErrAborted,
-// ErrPeerGone), as in the in-process backend. Across processes NCCL has no
-// such channel: the other ranks see the failure only through their own
-// deadlines (use contexts with deadlines).
+// the context error; so does Abort, and so do two calls made concurrently on
+// one communicator (ErrMismatch). An abort never frees the communicator
+// under an NCCL call another goroutine is making: it waits for the call to
+// return, up to 200 ms (a call blocked that long is waiting for a peer that
+// may never come, which is what ncclCommAbort is for). In a NewInProcess
+// group, Abort, a context error, concurrent calls and Close also reach the
+// other members (ErrAborted, ErrMismatch, ErrPeerGone), as in the in-process
+// backend; a member waiting for a rank that closed gets 250 ms to complete
+// (the closed rank may have done its part) before failing with ErrPeerGone.
+// Across processes NCCL has no such channel: the other ranks see the failure
+// only through their own deadlines (use contexts with deadlines).
+//
+// # Deviations from collective.Communicator
+//
+//   - Max and Min are NCCL's (CUDA's fmax and fmin): a NaN operand is
+//     dropped and the sign of a zero result is unspecified, where the
+//     interface asks for Go's max and min. Sum is exact to NCCL's order,
+//     which is not rank order (but every rank gets the same bits).
+//   - ncclCommInitRank and ncclCommSplit block until every rank has called
+//     them; contexts are checked before, not during.
+//   - Unchecked() and WithStream views skip the agreement checks: ranks that
+//     disagree hang or compute garbage.
 package nccl
 
 import (
