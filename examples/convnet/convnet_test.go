@@ -10,20 +10,9 @@ import (
 	"testing"
 
 	"github.com/gorgonia-bn/bn"
-	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"github.com/gorgonia-bn/bn/examples/internal/mnist/mnisttest"
 	"gorgonia.org/tensor"
 )
-
-// loadSmall loads MNIST and returns the first nTrain training and nTest test
-// images.
-func loadSmall(t *testing.T, nTrain, nTest int) (train, test *mnist.Set) {
-	t.Helper()
-	tr, te, err := mnist.Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Head(nTrain), te.Head(nTest)
-}
 
 func mean(v []float64) float64 {
 	s := 0.0
@@ -37,7 +26,7 @@ func mean(v []float64) float64 {
 // on 960 MNIST images, with and without BN, and checks that the loss goes
 // down and the running statistics were tracked.
 func TestTrainingLossDecreases(t *testing.T) {
-	train0, test := loadSmall(t, 960, 128)
+	train0, test := mnisttest.Load(t, 960, 128)
 	for _, withBN := range []bool{true, false} {
 		cfg := runConfig{name: runName(withBN, 0.1), withBN: withBN, lr: 0.1, epochs: 1, batch: 32, evalBatch: 64, seed: 1, dtype: tensor.Float32}
 		res, err := train(context.Background(), cfg, train0, test, nil)
@@ -56,12 +45,12 @@ func TestTrainingLossDecreases(t *testing.T) {
 			t.Errorf("%s: test accuracy %.3f after 30 steps", cfg.name, res.testAcc[0])
 		}
 		if withBN {
-			l := res.model.train.bns[0]
+			l := res.model.train.BNs[0]
 			if got := l.NumBatchesTracked(); got != 30 {
 				t.Errorf("bn1 tracked %d batches, want 30", got)
 			}
 			// Inference with batch statistics runs and gives a valid accuracy.
-			acc, err := res.model.accuracy(test, 8, bn.EvalBatchStats, nil)
+			acc, err := res.model.accuracy(context.Background(), test, 8, bn.EvalBatchStats, nil)
 			if err != nil || acc < 0 || acc > 1 {
 				t.Errorf("batch-stats accuracy %v, %v", acc, err)
 			}
@@ -71,7 +60,7 @@ func TestTrainingLossDecreases(t *testing.T) {
 
 // TestDeterministic checks that the same seed gives the same losses.
 func TestDeterministic(t *testing.T) {
-	tr, te := loadSmall(t, 128, 64)
+	tr, te := mnisttest.Load(t, 128, 64)
 	cfg := runConfig{name: "BN", withBN: true, lr: 0.1, epochs: 1, batch: 32, evalBatch: 64, seed: 7, dtype: tensor.Float64}
 	a, err := train(context.Background(), cfg, tr, te, nil)
 	if err != nil {

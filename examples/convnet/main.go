@@ -24,20 +24,16 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gorgonia-bn/bn"
+	"github.com/gorgonia-bn/bn/examples/internal/cli"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
-	"github.com/schollz/progressbar/v3"
 	"gorgonia.org/tensor"
 )
 
@@ -47,14 +43,14 @@ type options struct {
 	lr, highLR, momentum     float64
 	seed                     int64
 	out, data, dtype         string
+	dt                       tensor.Dtype // the element type -dtype names
 	trainSubset, testSubset  int
 	statBatches              []int
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
-	fs := flag.NewFlagSet("convnet", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("convnet", "Trains a small CNN on MNIST with and without batch normalization.", stderr)
 	fs.IntVar(&o.epochs, "epochs", 3, "passes over the training subset")
 	fs.IntVar(&o.batch, "batch", 64, "training mini-batch size")
 	fs.Float64Var(&o.lr, "lr", 0.1, "learning rate at which both networks train")
@@ -68,26 +64,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.evalBatch, "eval-batch", 500, "batch size of the evaluations with running statistics")
 	fs.StringVar(&o.dtype, "dtype", "float32", "element type: float32 or float64")
 	stat := fs.String("stat-batches", "1,4,8,64", "comma-separated batch sizes for the evaluation with mini-batch statistics")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/convnet [flags]\n\nTrains a small CNN on MNIST with and without batch normalization.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	for _, f := range strings.Split(*stat, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("-stat-batches: %q is not a batch size ≥ 1", f)
-		}
-		o.statBatches = append(o.statBatches, n)
+	var err error
+	if o.statBatches, err = cli.Ints("stat-batches", *stat, "batch size"); err != nil {
+		return nil, err
 	}
 	switch {
 	case o.epochs < 1:
@@ -102,57 +84,21 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-momentum %v, want [0, 1)", o.momentum)
 	case o.trainSubset < 0 || o.testSubset < 0:
 		return nil, fmt.Errorf("-train-subset %d and -test-subset %d must be ≥ 0", o.trainSubset, o.testSubset)
-	case o.dtype != "float32" && o.dtype != "float64":
-		return nil, fmt.Errorf("-dtype %q, want float32 or float64", o.dtype)
+	}
+	if o.dt, err = cli.Dtype(o.dtype); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	o, err := parseFlags(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err == nil {
-		err = run(ctx, o, os.Stdout)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "convnet:", err)
-		os.Exit(1)
-	}
-}
-
-// isTerminal reports whether f is a character device (a terminal).
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// newBar returns a progress bar on stdout, silent when stdout is not a
-// terminal.
-func newBar(max int, desc string) *progressbar.ProgressBar {
-	return progressbar.NewOptions(max,
-		progressbar.OptionSetWriter(os.Stdout),
-		progressbar.OptionSetVisibility(isTerminal(os.Stdout)),
-		progressbar.OptionSetDescription(desc),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionClearOnFinish(),
-		progressbar.OptionThrottle(100*time.Millisecond),
-	)
+	cli.Main("convnet", parseFlags, func(ctx context.Context, o *options) error { return run(ctx, o, os.Stdout) })
 }
 
 // run loads the data, trains the four models, evaluates them and writes the
 // report to w and to the output folder.
 func run(ctx context.Context, o *options, w io.Writer) error {
 	start := time.Now()
-	dt := tensor.Float32
-	if o.dtype == "float64" {
-		dt = tensor.Float64
-	}
 	trainAll, testAll, err := mnist.Load(o.data)
 	if err != nil {
 		return err
@@ -176,9 +122,9 @@ func run(ctx context.Context, o *options, w io.Writer) error {
 		for _, withBN := range []bool{true, false} {
 			cfg := runConfig{
 				name: runName(withBN, lr), withBN: withBN, lr: lr, momentum: o.momentum,
-				epochs: o.epochs, batch: o.batch, evalBatch: evalBatch, seed: o.seed, dtype: dt,
+				epochs: o.epochs, batch: o.batch, evalBatch: evalBatch, seed: o.seed, dtype: o.dt,
 			}
-			bar := newBar(o.epochs*(trainSet.Len()/o.batch), cfg.name)
+			bar := cli.NewBar(os.Stdout, o.epochs*(trainSet.Len()/o.batch), cfg.name)
 			t0 := time.Now()
 			res, err := train(ctx, cfg, trainSet, test, func() { _ = bar.Add(1) })
 			_ = bar.Finish()
@@ -198,8 +144,8 @@ func run(ctx context.Context, o *options, w io.Writer) error {
 		}
 		row := inferRow{name: res.cfg.name, running: res.testAcc[len(res.testAcc)-1]}
 		for _, b := range o.statBatches {
-			bar := newBar(test.Len()/b, fmt.Sprintf("%s, batch stats N=%d", res.cfg.name, b))
-			acc, err := res.model.accuracy(test, b, bn.EvalBatchStats, func() { _ = bar.Add(1) })
+			bar := cli.NewBar(os.Stdout, test.Len()/b, fmt.Sprintf("%s, batch stats N=%d", res.cfg.name, b))
+			acc, err := res.model.accuracy(ctx, test, b, bn.EvalBatchStats, func() { _ = bar.Add(1) })
 			_ = bar.Finish()
 			if err != nil {
 				return fmt.Errorf("%s: batch statistics N=%d: %w", res.cfg.name, b, err)

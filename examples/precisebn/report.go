@@ -127,9 +127,9 @@ func plotResult(path string, r *result) error {
 	for l, name := range layerNames {
 		panels = append(panels,
 			plotutil.Panel{Title: name + ": RMS of (μ̂−μ)/σ", XLabel: "PreciseBN samples", YLabel: "error of the mean",
-				Series: series(func(e estimate) float64 { return e.meanErr[l] }), LogY: true, NoLegend: l > 0},
+				Series: series(func(e estimate) float64 { return e.meanErr[l] }), LogX: true, LogY: true, NoLegend: l > 0},
 			plotutil.Panel{Title: name + ": RMS of σ̂²/σ²−1", XLabel: "PreciseBN samples", YLabel: "error of the variance",
-				Series: series(func(e estimate) float64 { return e.varErr[l] }), LogY: true, NoLegend: true})
+				Series: series(func(e estimate) float64 { return e.varErr[l] }), LogX: true, LogY: true, NoLegend: true})
 	}
 	// Room above the curves for the legend of the first panel.
 	top := 0.0
@@ -146,6 +146,6 @@ func plotResult(path string, r *result) error {
 		lo, hi = math.Min(lo, e.acc), math.Max(hi, e.acc)
 	}
 	panels = append(panels, plotutil.Panel{Title: "test accuracy (population: black)", XLabel: "PreciseBN samples", YLabel: "%", Series: acc,
-		YMin: plotutil.Float(math.Floor(100*lo - 0.5)), YMax: plotutil.Float(math.Ceil(100*hi + 0.5)), NoLegend: true})
-	return plotutil.SavePNGLogX(path, 44*vg.Centimeter, 11*vg.Centimeter, panels...)
+		LogX: true, YMin: plotutil.Float(math.Floor(100*lo - 0.5)), YMax: plotutil.Float(math.Ceil(100*hi + 0.5)), NoLegend: true})
+	return plotutil.SavePNG(path, 44*vg.Centimeter, 11*vg.Centimeter, panels...)
 }

@@ -33,10 +33,10 @@ import (
 	"time"
 
 	"github.com/gorgonia-bn/bn/collective"
+	"github.com/gorgonia-bn/bn/examples/internal/cli"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"github.com/gorgonia-bn/bn/examples/internal/plotutil"
 	"gonum.org/v1/plot/vg"
-	"gorgonia.org/tensor"
 )
 
 type options struct {
@@ -78,13 +78,9 @@ func main() {
 
 func run(ctx context.Context, w *world, o options) error {
 	o.workers = w.workers(o.workers)
-	dt := tensor.Float32
-	switch o.dtype {
-	case "float32":
-	case "float64":
-		dt = tensor.Float64
-	default:
-		return fmt.Errorf("-dtype %q: want float32 or float64", o.dtype)
+	dt, err := cli.Dtype(o.dtype)
+	if err != nil {
+		return err
 	}
 	if o.workers < 1 || o.batch < 1 || o.steps < 1 || o.evalBatch < 1 {
 		return errors.New("-workers, -batch, -steps and -eval-batch must be ≥ 1")

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,20 +11,14 @@ import (
 	"testing"
 
 	"github.com/gorgonia-bn/bn/collective"
-	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"github.com/gorgonia-bn/bn/examples/internal/mnist/mnisttest"
 	"gorgonia.org/tensor"
 )
 
 func loadSmall(t *testing.T) *data {
 	t.Helper()
-	train, test, err := mnist.Load("")
-	if errors.Is(err, mnist.ErrNotFound) {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &data{train: train.Head(400), test: test.Head(100)}
+	train, test := mnisttest.Load(t, 400, 100)
+	d := &data{train: train, test: test}
 	d.evalSet = d.test.Head(50)
 	return d
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorgonia-bn/bn"
 	"github.com/gorgonia-bn/bn/collective"
+	"github.com/gorgonia-bn/bn/examples/internal/cnn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -60,24 +61,27 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 		logf = func(string, ...any) {}
 	}
 	// Each rank draws its own weights; Broadcast makes them rank 0's.
-	w := newWeights(cfg.dtype, cfg.seed+int64(rank)*7919)
+	w, err := newWeights(cfg.dtype, cfg.seed+int64(rank)*7919)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.name, err)
+	}
 	var bnComm collective.Communicator
 	if cfg.syncBN {
 		bnComm = comm
 	}
-	tn, err := newNet(w, cfg.dtype, cfg.batch, bnComm, true)
+	tn, err := newNet(w, cfg.batch, bnComm, true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name, err)
 	}
-	defer tn.vm.Close()
-	for _, l := range tn.bns {
+	defer tn.Close()
+	for _, l := range tn.BNs {
 		l.SetSyncContext(ctx)
 	}
 	var dp *bn.DataParallel
 	if comm != nil {
 		// Every worker's loss is the mean over its own samples and all hold
 		// equally many: averaged gradients are those of the global mean.
-		if dp, err = bn.NewDataParallel(comm, tn.learnable, bn.GradMean); err != nil {
+		if dp, err = bn.NewDataParallel(comm, tn.Learnables, bn.GradMean); err != nil {
 			return nil, err
 		}
 		if err := dp.Broadcast(ctx, 0); err != nil {
@@ -85,7 +89,7 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 		}
 	}
 	solver := gorgonia.NewMomentum(gorgonia.WithLearnRate(cfg.lr), gorgonia.WithMomentum(cfg.mom))
-	ev := &evaluator{w: w, dt: cfg.dtype, train: tn, comm: comm, nets: map[int]*net{}}
+	ev := &evaluator{w: w, train: tn, comm: comm, nets: map[int]*cnn.Net{}}
 	defer ev.close()
 
 	res := &runResult{cfg: cfg}
@@ -102,14 +106,18 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 		}
 		idx := order[rank*cfg.batch : (rank+1)*cfg.batch]
 		order = order[global:]
-		if err := tn.run(d.train, idx); err != nil {
+		if err := tn.Run(d.train, idx); err != nil {
 			return nil, fmt.Errorf("%s: step %d: %w", cfg.name, step, bn.Cause(err))
 		}
-		local = append(local, tn.lossValue())
+		loss, err := tn.LossValue()
+		if err != nil {
+			return nil, fmt.Errorf("%s: step %d: %w", cfg.name, step, err)
+		}
+		local = append(local, loss)
 		if dp != nil {
 			err = dp.Step(ctx, solver)
 		} else {
-			err = solver.Step(gorgonia.NodesToValueGrads(tn.learnable))
+			err = solver.Step(gorgonia.NodesToValueGrads(tn.Learnables))
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: step %d: %w", cfg.name, step, err)
@@ -142,7 +150,7 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 		return nil, fmt.Errorf("%s: evaluation: %w", cfg.name, err)
 	}
 	res.finalAcc = acc
-	res.params = tn.values()
+	res.params = tn.Values()
 	logf("%-14s done: test accuracy (%d images) %.2f%%, training %.1f s", cfg.name, d.test.Len(), 100*acc, res.train.Seconds())
 	return res, nil
 }
@@ -152,31 +160,28 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 // statistics (per-worker BN leaves every worker its own; SyncBN's are
 // identical everywhere).
 type evaluator struct {
-	w     *weights
-	dt    tensor.Dtype
-	train *net
+	w     *cnn.Weights
+	train *cnn.Net
 	comm  collective.Communicator
-	nets  map[int]*net // by batch size
+	nets  map[int]*cnn.Net // by batch size
 }
 
 func (e *evaluator) close() {
 	for _, n := range e.nets {
-		n.vm.Close()
+		n.Close()
 	}
 }
 
-func (e *evaluator) net(batch int) (*net, error) {
+func (e *evaluator) net(batch int) (*cnn.Net, error) {
 	if n, ok := e.nets[batch]; ok {
 		return n, nil
 	}
-	n, err := newNet(e.w, e.dt, batch, nil, false)
+	n, err := newNet(e.w, batch, nil, false)
 	if err != nil {
 		return nil, err
 	}
-	for _, l := range n.bns {
-		if err := l.SetMode(bn.Eval); err != nil {
-			return nil, err
-		}
+	if err := n.SetMode(bn.Eval); err != nil {
+		return nil, err
 	}
 	e.nets[batch] = n
 	return n, nil
@@ -189,7 +194,7 @@ func (e *evaluator) accuracy(ctx context.Context, set *mnist.Set, batch int) (fl
 	}
 	// Rank 0's running statistics, for every worker's evaluation net.
 	var stats []float64
-	for _, l := range e.train.bns {
+	for _, l := range e.train.BNs {
 		m, v := l.RunningStats()
 		stats = append(append(stats, m...), v...)
 	}
@@ -206,15 +211,11 @@ func (e *evaluator) accuracy(ctx context.Context, set *mnist.Set, batch int) (fl
 		if err != nil {
 			return 0, err
 		}
+		if err := n.CopyAffine(e.train); err != nil {
+			return 0, err
+		}
 		off := 0
-		for k, l := range n.bns {
-			src := e.train.bns[k]
-			if err := gorgonia.Let(l.Gamma(), src.Gamma().Value()); err != nil {
-				return 0, err
-			}
-			if err := gorgonia.Let(l.Beta(), src.Beta().Value()); err != nil {
-				return 0, err
-			}
+		for _, l := range n.BNs {
 			C := l.Channels()
 			if err := l.SetRunningStats(stats[off:off+C], stats[off+C:off+2*C]); err != nil {
 				return 0, err
@@ -222,10 +223,11 @@ func (e *evaluator) accuracy(ctx context.Context, set *mnist.Set, batch int) (fl
 			off += 2 * C
 		}
 		idx := mnist.Range(j)[i:]
-		if err := n.run(set, idx); err != nil {
+		c, err := n.Classify(set, idx)
+		if err != nil {
 			return 0, err
 		}
-		ok += n.correct(set, idx)
+		ok += c
 	}
 	counts := []float64{float64(ok)}
 	if e.comm != nil {

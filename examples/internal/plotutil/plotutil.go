@@ -18,7 +18,8 @@ import (
 )
 
 // Series is one curve. Points whose X or Y is NaN or infinite are left out
-// (a diverged run simply ends there).
+// (a diverged run simply ends there), and so are those a logarithmic axis
+// cannot place (≤ 0).
 type Series struct {
 	Name   string
 	X, Y   []float64
@@ -31,10 +32,14 @@ type Series struct {
 type Panel struct {
 	Title, XLabel, YLabel string
 	Series                []Series
-	LogY                  bool     // logarithmic Y axis (positive values only)
-	YMin, YMax            *float64 // fixed Y range; nil: from the data
-	IntegerXTicks         bool     // major X ticks at the integers only (epochs)
-	NoLegend              bool     // no legend (another panel has it)
+	// LogX makes the X axis logarithmic, for curves over sizes or counts
+	// that span decades: points with X ≤ 0 are left out and IntegerXTicks
+	// is ignored.
+	LogX          bool
+	LogY          bool     // logarithmic Y axis (positive values only)
+	YMin, YMax    *float64 // fixed Y range; nil: from the data
+	IntegerXTicks bool     // major X ticks at the integers only (epochs)
+	NoLegend      bool     // no legend (another panel has it)
 }
 
 // palette is a colour-blind-friendly set (Okabe–Ito).
@@ -94,7 +99,11 @@ func build(pn Panel) (*plot.Plot, error) {
 	p.Y.Label.Text = pn.YLabel
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
-	if pn.IntegerXTicks {
+	switch {
+	case pn.LogX:
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	case pn.IntegerXTicks:
 		p.X.Tick.Marker = integerTicks{}
 	}
 	if pn.LogY {
@@ -108,7 +117,7 @@ func build(pn Panel) (*plot.Plot, error) {
 		xys := make(plotter.XYs, 0, len(s.X))
 		for i := range s.X {
 			x, y := s.X[i], s.Y[i]
-			if !finite(x) || !finite(y) || (pn.LogY && y <= 0) {
+			if !pn.drawable(x, y) {
 				continue
 			}
 			xys = append(xys, plotter.XY{X: x, Y: y})
@@ -150,6 +159,12 @@ func build(pn Panel) (*plot.Plot, error) {
 		p.Y.Max = *pn.YMax
 	}
 	return p, nil
+}
+
+// drawable reports whether the panel shows the point (x, y): both finite,
+// and positive on a logarithmic axis.
+func (pn Panel) drawable(x, y float64) bool {
+	return finite(x) && finite(y) && !(pn.LogX && x <= 0) && !(pn.LogY && y <= 0)
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

@@ -1,0 +1,123 @@
+// Package cli is the command-line plumbing the examples share: the main
+// function (interrupt handling, -h, the exit status), flag sets with a usage
+// header, list and element-type flags, and progress bars.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"gorgonia.org/tensor"
+)
+
+// Main runs the example command name: it parses os.Args[1:] with parse
+// (flags, with usage and errors on stderr) and calls run with a context that
+// an interrupt (Ctrl-C) cancels. After -h it returns; on an error it prints
+// "name: error" to stderr and exits with status 1.
+func Main[O any](name string, parse func(args []string, stderr io.Writer) (O, error), run func(ctx context.Context, o O) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	o, err := parse(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err == nil {
+		err = run(ctx, o)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
+
+// NewFlagSet returns a flag set for the example name that reports errors to
+// stderr and returns them (flag.ContinueOnError). Its usage message is
+// "Usage: go run ./examples/name [flags]", the summary, then the flags.
+func NewFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: go run ./examples/%s [flags]\n\n%s\n\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// Parse parses args with fs and rejects arguments that are not flags.
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return nil
+}
+
+// Items splits the comma-separated value of a list flag into its items,
+// trimmed of spaces; empty items are left out.
+func Items(list string) []string {
+	var out []string
+	for _, f := range strings.Split(list, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Ints parses the value of the list flag -name, integers ≥ 1 (see Items);
+// what names one item in the error message ("batch size").
+func Ints(name, list, what string) ([]int, error) {
+	var out []int
+	for _, f := range Items(list) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-%s: %q is not a %s ≥ 1", name, f, what)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Dtype returns the element type the -dtype flag names: float32 or
+// float64.
+func Dtype(s string) (tensor.Dtype, error) {
+	switch s {
+	case "float32":
+		return tensor.Float32, nil
+	case "float64":
+		return tensor.Float64, nil
+	}
+	return tensor.Dtype{}, fmt.Errorf("-dtype %q, want float32 or float64", s)
+}
+
+// NewBar returns a progress bar of max steps described by desc, drawn on f
+// when f is a terminal and silent otherwise.
+func NewBar(f *os.File, max int, desc string) *progressbar.ProgressBar {
+	return progressbar.NewOptions(max,
+		progressbar.OptionSetWriter(f),
+		progressbar.OptionSetVisibility(IsTerminal(f)),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionThrottle(100*time.Millisecond),
+	)
+}
+
+// IsTerminal reports whether f is a character device (a terminal).
+func IsTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

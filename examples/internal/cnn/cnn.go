@@ -1,0 +1,310 @@
+// Package cnn is the small MNIST convolutional network that examples/convnet,
+// examples/precisebn and examples/syncbn train:
+//
+//	x (N,1,28,28) → conv 3×3, C1 → BN → ReLU → max-pool 2   (N,C1,14,14)
+//	              → conv 3×3, C2 → BN → ReLU → max-pool 2   (N,C2,7,7)
+//	              → linear Flat → 10 → softmax cross-entropy
+//
+// Weights holds the weights, which the solver updates in place; every graph
+// built on them with New (one per batch size: training, evaluation, …)
+// sees the current values. γ and β belong to each graph's BN layers.
+//
+// The helpers of loss.go (CrossEntropy, Scalar, Correct, Normal, Dense) do
+// not depend on the architecture; examples/domainbn's MLP uses them too.
+package cnn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+
+	"github.com/gorgonia-bn/bn"
+	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Network geometry: 28×28 → conv Kernel×Kernel (C1) → pool 2 → 14×14 →
+// conv Kernel×Kernel (C2) → pool 2 → 7×7 → linear (Flat → 10).
+const (
+	C1     = 8
+	C2     = 16
+	Kernel = 3
+	Flat   = C2 * 7 * 7
+)
+
+// LayerNames names the BN layers, in forward order.
+var LayerNames = []string{"bn1", "bn2"}
+
+// ClassifierStd is the standard deviation of the linear layer's initial
+// weights that examples/convnet and examples/precisebn use: small (a fifth
+// of He's √(2/784) ≈ 0.05), so that the network starts near the uniform
+// prediction, loss ≈ ln 10.
+const ClassifierStd = 0.01
+
+// Weights are the convolution and linear weights of one model. B1 and B2,
+// the conv biases, are used only by the network without BN (Config.NoBN);
+// with BN the layers' β plays their part.
+type Weights struct {
+	Dtype          tensor.Dtype
+	W1, W2, WF, BF *tensor.Dense
+	B1, B2         *tensor.Dense
+}
+
+// NewWeights draws the weights from rand.New(rand.NewSource(seed)), in this
+// order: W1 and W2 He-normal (std HeStd(fan-in)), WF normal with standard
+// deviation classifierStd; BF, B1 and B2 are zero. dt is tensor.Float32 or
+// tensor.Float64.
+func NewWeights(dt tensor.Dtype, seed int64, classifierStd float64) (*Weights, error) {
+	if dt != tensor.Float32 && dt != tensor.Float64 {
+		return nil, fmt.Errorf("unsupported dtype %v (want float32 or float64)", dt)
+	}
+	rng := rand.New(rand.NewSource(seed))
+	zeros := func(shape ...int) *tensor.Dense { return tensor.New(tensor.Of(dt), tensor.WithShape(shape...)) }
+	return &Weights{
+		Dtype: dt,
+		W1:    Normal(rng, dt, HeStd(1*Kernel*Kernel), C1, 1, Kernel, Kernel),
+		W2:    Normal(rng, dt, HeStd(C1*Kernel*Kernel), C2, C1, Kernel, Kernel),
+		WF:    Normal(rng, dt, classifierStd, Flat, mnist.Classes),
+		BF:    zeros(1, mnist.Classes),
+		B1:    zeros(1, C1, 1, 1),
+		B2:    zeros(1, C2, 1, 1),
+	}, nil
+}
+
+// Config is how New builds a graph.
+type Config struct {
+	Batch int  // samples per run
+	NoBN  bool // conv + bias → ReLU, without BN layers
+	Train bool // also build the gradients of the loss
+	// BN are further options of every BN layer (besides its name).
+	BN []bn.Option
+}
+
+// Net is one graph of a model for a fixed batch size: the inputs (N, 1, 28,
+// 28) and (N, 10, one-hot), the logits, the mean cross-entropy loss, the
+// trainable nodes and the BN layers. A training net also holds the
+// gradients.
+type Net struct {
+	Batch  int
+	Logits *gorgonia.Node
+	Loss   *gorgonia.Node
+	// Learnables are W1, W2, WF, BF, then B1, B2 without BN or γ, β of each
+	// BN layer in forward order with BN.
+	Learnables gorgonia.Nodes
+	BNs        []*bn.Layer // nil without BN
+
+	xv, yv *tensor.Dense // the input tensors, refilled for each batch
+	vm     gorgonia.VM
+}
+
+// New builds the network on w: conv → BN → ReLU → max-pool, twice, then a
+// linear layer; cfg.NoBN puts a conv bias where BN was.
+func New(w *Weights, cfg Config) (*Net, error) {
+	batch := cfg.Batch
+	if batch < 1 {
+		return nil, fmt.Errorf("batch size %d, want ≥ 1", batch)
+	}
+	dt := w.Dtype
+	g := gorgonia.NewGraph()
+	n := &Net{Batch: batch}
+	n.xv = tensor.New(tensor.Of(dt), tensor.WithShape(batch, 1, mnist.Rows, mnist.Cols))
+	n.yv = tensor.New(tensor.Of(dt), tensor.WithShape(batch, mnist.Classes))
+	x := gorgonia.NewTensor(g, dt, 4, gorgonia.WithName("x"), gorgonia.WithValue(n.xv))
+	y := gorgonia.NewMatrix(g, dt, gorgonia.WithName("y"), gorgonia.WithValue(n.yv))
+
+	param := func(name string, v *tensor.Dense) *gorgonia.Node {
+		nd := gorgonia.NewTensor(g, dt, v.Dims(), gorgonia.WithName(name), gorgonia.WithValue(v))
+		n.Learnables = append(n.Learnables, nd)
+		return nd
+	}
+	w1, w2 := param("w1", w.W1), param("w2", w.W2)
+	wf, bf := param("wf", w.WF), param("bf", w.BF)
+	var b1, b2 *gorgonia.Node
+	if cfg.NoBN {
+		b1, b2 = param("b1", w.B1), param("b2", w.B2)
+	}
+
+	block := func(in, w, b *gorgonia.Node, ch int, name string) (*gorgonia.Node, error) {
+		h, err := gorgonia.Conv2d(in, w, tensor.Shape{Kernel, Kernel}, []int{1, 1}, []int{1, 1}, []int{1, 1})
+		if err != nil {
+			return nil, fmt.Errorf("%s: conv: %w", name, err)
+		}
+		if !cfg.NoBN {
+			l, err := bn.New(g, ch, dt, append([]bn.Option{bn.WithName(name)}, cfg.BN...)...)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			if h, err = l.Apply(h); err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			n.BNs = append(n.BNs, l)
+			n.Learnables = append(n.Learnables, l.Learnables()...)
+		} else if h, err = gorgonia.BroadcastAdd(h, b, nil, []byte{0, 2, 3}); err != nil {
+			return nil, fmt.Errorf("%s: bias: %w", name, err)
+		}
+		if h, err = gorgonia.Rectify(h); err != nil {
+			return nil, fmt.Errorf("%s: relu: %w", name, err)
+		}
+		if h, err = gorgonia.MaxPool2D(h, tensor.Shape{2, 2}, []int{0, 0}, []int{2, 2}); err != nil {
+			return nil, fmt.Errorf("%s: pool: %w", name, err)
+		}
+		return h, nil
+	}
+	h, err := block(x, w1, b1, C1, LayerNames[0])
+	if err != nil {
+		return nil, err
+	}
+	if h, err = block(h, w2, b2, C2, LayerNames[1]); err != nil {
+		return nil, err
+	}
+	if h, err = gorgonia.Reshape(h, tensor.Shape{batch, Flat}); err != nil {
+		return nil, fmt.Errorf("flatten: %w", err)
+	}
+	if h, err = gorgonia.Mul(h, wf); err != nil {
+		return nil, fmt.Errorf("linear: %w", err)
+	}
+	if n.Logits, err = gorgonia.BroadcastAdd(h, bf, nil, []byte{0}); err != nil {
+		return nil, fmt.Errorf("linear bias: %w", err)
+	}
+	if n.Loss, err = CrossEntropy(n.Logits, y); err != nil {
+		return nil, err
+	}
+	if cfg.Train {
+		if _, err := gorgonia.Grad(n.Loss, n.Learnables...); err != nil {
+			return nil, fmt.Errorf("gradient: %w", err)
+		}
+		n.vm = gorgonia.NewTapeMachine(g, gorgonia.BindDualValues(n.Learnables...))
+	} else {
+		n.vm = gorgonia.NewTapeMachine(g)
+	}
+	return n, nil
+}
+
+// Close releases the net's machine.
+func (n *Net) Close() error { return n.vm.Close() }
+
+// Run loads the samples idx of set into the inputs and runs the graph once.
+func (n *Net) Run(set *mnist.Set, idx []int) error {
+	if len(idx) != n.Batch {
+		return fmt.Errorf("batch of %d samples for a net of batch %d", len(idx), n.Batch)
+	}
+	if err := set.FillImages(n.xv, idx); err != nil {
+		return err
+	}
+	if err := set.FillOneHot(n.yv, idx); err != nil {
+		return err
+	}
+	n.vm.Reset()
+	return n.vm.RunAll()
+}
+
+// LossValue returns the loss of the last run.
+func (n *Net) LossValue() (float64, error) { return Scalar(n.Loss.Value()) }
+
+// Classify runs the net on the samples idx of set and returns how many of
+// its predictions (arg-max of the logits) match their labels.
+func (n *Net) Classify(set *mnist.Set, idx []int) (int, error) {
+	if err := n.Run(set, idx); err != nil {
+		return 0, err
+	}
+	return Correct(n.Logits.Value(), set, idx)
+}
+
+// SetMode switches every BN layer of the net to m.
+func (n *Net) SetMode(m bn.Mode) error {
+	for _, l := range n.BNs {
+		if err := l.SetMode(m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CopyAffine copies γ and β of src's BN layers into n's (the other weights
+// are shared through Weights already).
+func (n *Net) CopyAffine(src *Net) error {
+	if len(n.BNs) != len(src.BNs) {
+		return errors.New("nets differ in BN layers")
+	}
+	for i, l := range n.BNs {
+		s := src.BNs[i]
+		if err := gorgonia.Let(l.Gamma(), s.Gamma().Value()); err != nil {
+			return fmt.Errorf("copying γ: %w", err)
+		}
+		if err := gorgonia.Let(l.Beta(), s.Beta().Value()); err != nil {
+			return fmt.Errorf("copying β: %w", err)
+		}
+	}
+	return nil
+}
+
+// CopyBN copies γ, β and the running statistics of src's BN layers into
+// n's.
+func (n *Net) CopyBN(src *Net) error {
+	if err := n.CopyAffine(src); err != nil {
+		return err
+	}
+	for i, l := range n.BNs {
+		if err := l.SetRunningStats(src.BNs[i].RunningStats()); err != nil {
+			return fmt.Errorf("copying running statistics: %w", err)
+		}
+	}
+	return nil
+}
+
+// Normalizers returns the BN layers as the list bn.Precise takes.
+func (n *Net) Normalizers() []bn.Normalizer {
+	out := make([]bn.Normalizer, len(n.BNs))
+	for i, l := range n.BNs {
+		out[i] = l
+	}
+	return out
+}
+
+// Values returns the values of the learnables, in order, as one float64
+// vector.
+func (n *Net) Values() []float64 {
+	var out []float64
+	for _, p := range n.Learnables {
+		switch v := p.Value().Data().(type) {
+		case []float32:
+			for _, x := range v {
+				out = append(out, float64(x))
+			}
+		case []float64:
+			out = append(out, v...)
+		}
+	}
+	return out
+}
+
+// Accuracy returns the fraction of set that n classifies correctly, in
+// batches of n.Batch (a remainder smaller than a batch is left out), with
+// the BN layers as they are. step, if not nil, is called after every batch.
+func Accuracy(ctx context.Context, n *Net, set *mnist.Set, step func()) (float64, error) {
+	batches, err := mnist.Batches(mnist.Range(set.Len()), n.Batch, true)
+	if err != nil {
+		return 0, err
+	}
+	if len(batches) == 0 {
+		return 0, fmt.Errorf("%d images, fewer than one batch of %d", set.Len(), n.Batch)
+	}
+	ok, total := 0, 0
+	for _, idx := range batches {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		c, err := n.Classify(set, idx)
+		if err != nil {
+			return 0, err
+		}
+		ok += c
+		total += len(idx)
+		if step != nil {
+			step()
+		}
+	}
+	return float64(ok) / float64(total), nil
+}
