@@ -18,7 +18,7 @@ import (
 func testLayouts() []Layout {
 	ghost := func(n, g int) ([]int, int) {
 		seg := make([]int, n)
-		return seg, GhostSegments(seg, g)
+		return seg, kern.GhostSegments(seg, g)
 	}
 	g1, n1 := ghost(8, 3)
 	g2, n2 := ghost(48, 16)
@@ -384,7 +384,7 @@ func TestSetSegments(t *testing.T) {
 			alternate[i] = i % 2
 		}
 		ghost := make([]int, l.N)
-		ng := GhostSegments(ghost, 5)
+		ng := kern.GhostSegments(ghost, 5)
 		for _, sg := range []struct {
 			seg  []int
 			nseg int

@@ -6,40 +6,14 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/gorgonia-bn/bn/internal/kern"
 	"gorgonia.org/cu"
 )
 
 // Layout is an N×C×S tensor in row-major (NCHW) order — N samples, C
 // channels, S the product of the spatial sizes — and the partition of its
-// samples into segments. It is internal/kern's Layout.
-type Layout struct {
-	N, C, S int
-	// Seg, when non-nil, holds the segment of each of the N samples, each in
-	// [0, NSeg). When nil, all samples form segment 0.
-	Seg []int
-	// NSeg is the number of segments; 0 is taken as 1.
-	NSeg int
-}
-
-// Segments returns the number of segments, at least 1.
-func (l Layout) Segments() int {
-	if l.NSeg < 1 {
-		return 1
-	}
-	return l.NSeg
-}
-
-// Len returns N·C·S.
-func (l Layout) Len() int { return l.N * l.C * l.S }
-
-// GhostSegments fills seg (length n) with the ghost-batch segment of each
-// sample, i/g, and returns the number of segments ⌈n/g⌉.
-func GhostSegments(seg []int, g int) int {
-	for i := range seg {
-		seg[i] = i / g
-	}
-	return (len(seg) + g - 1) / g
-}
+// samples into segments: the CPU kernels' Layout.
+type Layout = kern.Layout
 
 // Launch geometry. See bn.cu.
 const (
