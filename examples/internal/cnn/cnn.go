@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"sync"
 
 	"github.com/gorgonia-bn/bn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
@@ -99,9 +100,17 @@ type Net struct {
 	vm     gorgonia.VM
 }
 
+// buildMu serializes graph construction (see New).
+var buildMu sync.Mutex
+
 // New builds the network on w: conv → BN → ReLU → max-pool, twice, then a
 // linear layer; cfg.NoBN puts a conv bias where BN was.
 func New(w *Weights, cfg Config) (*Net, error) {
+	// Gorgonia's graph construction is not safe for concurrent use (Conv2d
+	// and Rectify share a global counter): in-process workers build their
+	// nets one at a time.
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	batch := cfg.Batch
 	if batch < 1 {
 		return nil, fmt.Errorf("batch size %d, want ≥ 1", batch)
