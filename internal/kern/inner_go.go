@@ -1,0 +1,215 @@
+package kern
+
+// The portable inner loops, always built. Each doc comment gives the plain
+// loop the function computes; the fast versions (inner_avx512_amd64.go,
+// GOEXPERIMENT=simd) compute the same sums in float64 in another fixed
+// order. The block loops (block.go) call them through the names without the
+// Go suffix (inner_noasm.go, inner_amd64.go).
+//
+// Sums are accumulated in float64 whatever T, in an order that depends only
+// on the length of the input: same input, same result.
+
+// sumGo returns Σ xs in float64:
+//
+//	for _, v := range xs { s += float64(v) }
+func sumGo[T Float](xs []T) float64 {
+	var s0, s1, s2, s3 float64
+	for len(xs) >= 4 {
+		v := xs[:4:4]
+		s0 += float64(v[0])
+		s1 += float64(v[1])
+		s2 += float64(v[2])
+		s3 += float64(v[3])
+		xs = xs[4:]
+	}
+	for _, v := range xs {
+		s0 += float64(v)
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// devGo returns Σ(x−m)² and Σ(x−m) in float64:
+//
+//	for _, v := range xs { d := float64(v) − m; sq += d·d; lin += d }
+func devGo[T Float](xs []T, m float64) (sq, lin float64) {
+	var q0, q1, q2, q3, l0, l1, l2, l3 float64
+	for len(xs) >= 4 {
+		v := xs[:4:4]
+		d0 := float64(v[0]) - m
+		d1 := float64(v[1]) - m
+		d2 := float64(v[2]) - m
+		d3 := float64(v[3]) - m
+		q0 += d0 * d0
+		q1 += d1 * d1
+		q2 += d2 * d2
+		q3 += d3 * d3
+		l0 += d0
+		l1 += d1
+		l2 += d2
+		l3 += d3
+		xs = xs[4:]
+	}
+	for _, v := range xs {
+		d := float64(v) - m
+		q0 += d * d
+		l0 += d
+	}
+	return (q0 + q1) + (q2 + q3), (l0 + l1) + (l2 + l3)
+}
+
+// dotGo returns Σdy and Σdy·(x−m) in float64 (len(dys) ≥ len(xs)):
+//
+//	for i, v := range xs { g := float64(dys[i]); sdy += g; sdyx += g·(float64(v) − m) }
+func dotGo[T Float](xs, dys []T, m float64) (sdy, sdyx float64) {
+	dys = dys[:len(xs)]
+	var a0, a1, a2, a3, b0, b1, b2, b3 float64
+	for len(xs) >= 4 {
+		v := xs[:4:4]
+		g := dys[:4:4]
+		g0, g1, g2, g3 := float64(g[0]), float64(g[1]), float64(g[2]), float64(g[3])
+		a0 += g0
+		a1 += g1
+		a2 += g2
+		a3 += g3
+		b0 += g0 * (float64(v[0]) - m)
+		b1 += g1 * (float64(v[1]) - m)
+		b2 += g2 * (float64(v[2]) - m)
+		b3 += g3 * (float64(v[3]) - m)
+		xs, dys = xs[4:], dys[4:]
+	}
+	dys = dys[:len(xs)]
+	for i, v := range xs {
+		g := float64(dys[i])
+		a0 += g
+		b0 += g * (float64(v) - m)
+	}
+	return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
+}
+
+// affineGo computes, in float64 (len(out) ≥ len(xs)):
+//
+//	for i, v := range xs { out[i] = T((float64(v) − m)·b + c) }
+func affineGo[T Float](xs, out []T, m, b, c float64) {
+	out = out[:len(xs)]
+	for i, v := range xs {
+		out[i] = T((float64(v)-m)*b + c)
+	}
+}
+
+// affine2Go computes, in float64 (len(dys), len(out) ≥ len(xs)):
+//
+//	for i, v := range xs { out[i] = T(a·float64(dys[i]) + (float64(v) − m)·b + c) }
+func affine2Go[T Float](xs, dys, out []T, m, a, b, c float64) {
+	dys = dys[:len(xs)]
+	out = out[:len(xs)]
+	for i, v := range xs {
+		out[i] = T(a*float64(dys[i]) + (float64(v)-m)*b + c)
+	}
+}
+
+// The row kernels serve S = 1: x holds rows rows of w = len(part) (or
+// len(m)) values, one per channel, row n at x[n·ld : n·ld+w]. Every channel
+// accumulates over the rows in row order. Their products are rounded
+// explicitly (float64(a·b)), which forbids fused multiply-adds: the result
+// is the same for every GOAMD64 level and equals that of the vector
+// versions bit for bit.
+
+// rowStatsGo sets part[k] to the moments of column k (count cnt = rows):
+// the two-pass mean and Σ(x−μ)² with the Σ(x−μ) correction, in float64:
+//
+//	μ = Σ_n x[n·ld+k] / cnt
+//	lin = Σ_n (x[n·ld+k] − μ); sq = Σ_n (x[n·ld+k] − μ)²
+//	part[k] = Moments{N: cnt, Mean: μ + lin/cnt, M2: sq − lin²/cnt}
+func rowStatsGo[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
+	w := len(part)
+	if rows <= 0 || w == 0 {
+		clear(part)
+		return
+	}
+	x = x[:(rows-1)*ld+w]
+	// During the passes Mean holds Σx, then μ; M2 holds Σd² and N Σd.
+	clear(part)
+	for n := range rows {
+		xs := x[n*ld : n*ld+w]
+		part := part[:len(xs)]
+		for k, v := range xs {
+			part[k].Mean += float64(v)
+		}
+	}
+	for k := range part {
+		part[k].Mean /= cnt
+	}
+	for n := range rows {
+		xs := x[n*ld : n*ld+w]
+		part := part[:len(xs)]
+		for k, v := range xs {
+			d := float64(v) - part[k].Mean
+			part[k].M2 += float64(d * d)
+			part[k].N += d
+		}
+	}
+	for k := range part {
+		lin := part[k].N
+		part[k] = Moments{N: cnt, Mean: part[k].Mean + lin/cnt, M2: part[k].M2 - lin*lin/cnt}
+	}
+}
+
+// rowDotGo sets part[k] to (Σdy, Σdy·(x−mean[k])) of column k, in (Mean, M2):
+//
+//	part[k] = Moments{Mean: Σ_n dy[n·ld+k], M2: Σ_n dy[n·ld+k]·(x[n·ld+k] − mean[k])}
+func rowDotGo[T Float](x, dy []T, ld, rows int, mean []float64, part []Moments) {
+	w := len(part)
+	clear(part)
+	if rows <= 0 || w == 0 {
+		return
+	}
+	x = x[:(rows-1)*ld+w]
+	dy = dy[:len(x)]
+	mean = mean[:w]
+	for n := range rows {
+		xs := x[n*ld : n*ld+w]
+		dys := dy[n*ld : n*ld+w]
+		for k, v := range xs {
+			g := float64(dys[k])
+			part[k].Mean += g
+			part[k].M2 += float64(g * (float64(v) - mean[k]))
+		}
+	}
+}
+
+// rowAffineGo computes, in float64, for every row n and channel k < len(m):
+//
+//	out[n·ld+k] = T((x[n·ld+k] − m[k])·b[k] + c[k])
+func rowAffineGo[T Float](x, out []T, ld, rows int, m, b, c []float64) {
+	w := len(m)
+	if rows <= 0 || w == 0 {
+		return
+	}
+	b, c = b[:w], c[:w]
+	for n := range rows {
+		xs := x[n*ld : n*ld+w]
+		o := out[n*ld : n*ld+w]
+		for k, v := range xs {
+			o[k] = T(float64((float64(v)-m[k])*b[k]) + c[k])
+		}
+	}
+}
+
+// rowAffine2Go computes, in float64, for every row n and channel k < len(m):
+//
+//	out[n·ld+k] = T(a[k]·dy[n·ld+k] + (x[n·ld+k] − m[k])·b[k] + c[k])
+func rowAffine2Go[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float64) {
+	w := len(m)
+	if rows <= 0 || w == 0 {
+		return
+	}
+	a, b, c = a[:w], b[:w], c[:w]
+	for n := range rows {
+		xs := x[n*ld : n*ld+w]
+		dys := dy[n*ld : n*ld+w]
+		o := out[n*ld : n*ld+w]
+		for k, v := range xs {
+			o[k] = T(float64(a[k]*float64(dys[k])) + float64((float64(v)-m[k])*b[k]) + c[k])
+		}
+	}
+}
