@@ -2,7 +2,8 @@ package bn
 
 // Benchmarks against Gorgonia's own BatchNorm and the copy bandwidth. Run:
 //
-//	go test -run '^$' -bench . -benchtime 10x -count 5 . | tee bench.txt
+//	go test -run '^$' -bench . -benchtime 300ms -count 5 . | tee bench.txt
+//	GOEXPERIMENT=simd go test -run '^$' -bench 'Kernels|Graph/bn' -benchtime 300ms -count 5 . | tee bench-simd.txt
 //	go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da bench.txt
 //
 // MB/s counts the ideal memory traffic: 3× the tensor bytes for a forward
@@ -67,6 +68,7 @@ func BenchmarkCopy(b *testing.B) {
 			b.Run(shapeName(s, dt), func(b *testing.B) {
 				n := int(tensorBytes(s, dt))
 				src, dst := make([]byte, n), make([]byte, n)
+				copy(dst, src) // fault the pages in before timing
 				b.SetBytes(2 * int64(n))
 				b.ReportAllocs()
 				for b.Loop() {
@@ -114,6 +116,7 @@ func benchKernels[T kern.Float](b *testing.B, s tensor.Shape, dt tensor.Dtype, b
 	if backward {
 		k = 8
 	}
+	kernelStep(p, x, y, dy, dx, C, backward, ms, mean, inv, scale, shift, a, bb, c, sums) // warm up: page faults, workers
 	b.SetBytes(k * tensorBytes(s, dt))
 	b.ReportAllocs()
 	for b.Loop() {
