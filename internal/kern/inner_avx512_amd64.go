@@ -13,9 +13,10 @@ import (
 //
 // The plane kernels (sum, dev, dot) keep two or four vectors of eight
 // float64 partial sums per sum (16 or 32 interleaved accumulators, fused
-// multiply-adds) and reduce them in a fixed tree: the result depends only on the data and its length,
-// not on alignment or threads, but differs from the portable path in the
-// last bits. The row kernels (S = 1) give lane k to channel k and accumulate
+// multiply-adds) and reduce them in a fixed tree: the result depends only
+// on the data and its length, not on alignment or threads, but differs
+// from the portable path in the last bits (sum of float32 data: see
+// sumAVX512). The row kernels (S = 1) give lane k to channel k and accumulate
 // the rows in order with unfused operations, exactly as the portable loop
 // does: they match it bit for bit.
 //
