@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/gorgonia-bn/bn/collective"
@@ -29,7 +30,13 @@ type ddpNet struct {
 const ddpIn, ddpHid, ddpOut = 5, 4, 3
 
 // newDDPNet draws W1, W2 from seed.
+// graphMu serializes graph construction in tests whose ranks are
+// goroutines: Gorgonia's Rectify (like Conv2d) bumps a global counter.
+var graphMu sync.Mutex
+
 func newDDPNet(batch int, seed int64, scale float64, opts ...Option) (*ddpNet, error) {
+	graphMu.Lock()
+	defer graphMu.Unlock()
 	n := &ddpNet{g: gorgonia.NewGraph(), xs: make([]float64, batch*ddpIn), ts: make([]float64, batch*ddpOut)}
 	rng := rand.New(rand.NewSource(seed))
 	rnd := func(k int) []float64 {
