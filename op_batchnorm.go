@@ -1,7 +1,6 @@
 package bn
 
 import (
-	"context"
 	"fmt"
 	"hash"
 	"hash/fnv"
@@ -699,12 +698,9 @@ func (op *fwdOp) segments(n, off, total int) (seg []int, nseg int, err error) {
 			}
 		}
 		return s.seg, nseg, nil
-	case ghostSegments(op.l.cfg.ghost, total) > 1:
+	case op.l.cfg.ghost > 0 && op.l.cfg.ghost < total:
 		s.seg = grow(s.seg, n)
-		for i := range s.seg {
-			s.seg[i] = (off + i) / op.l.cfg.ghost
-		}
-		nseg = ghostSegments(op.l.cfg.ghost, total)
+		nseg = kern.GhostSegments(s.seg, op.l.cfg.ghost, off, total)
 		s.sm.Resize(nseg)
 		for i := range nseg {
 			s.sm.Norm[i], s.sm.Stat[i], s.sm.Aff[i] = i, 0, 0
@@ -714,15 +710,6 @@ func (op *fwdOp) segments(n, off, total int) (seg []int, nseg int, err error) {
 	s.sm.Resize(1)
 	s.sm.Norm[0], s.sm.Stat[0], s.sm.Aff[0] = 0, 0, 0
 	return nil, 1, nil
-}
-
-// ghostSegments returns the number of ghost groups of size g in a batch of
-// n samples: 1 when ghost batches are off or g ≥ n.
-func ghostSegments(g, n int) int {
-	if g <= 0 || g >= n {
-		return 1
-	}
-	return (n + g - 1) / g
 }
 
 func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) error {
@@ -772,36 +759,18 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 		s.moms = grow(s.moms, nseg*C)
 		plan.Stats(x, s.moms)
 		if l.cfg.sync != nil {
-			if s.moms, nseg, err = l.cfg.sync.reduceMoments(l, s, s.moms, nseg, C, N, off); err != nil {
+			if s.moms, err = l.cfg.sync.reduceMoments(l, s.moms, nseg, C, N, off); err != nil {
 				return err
 			}
 		}
 	}
-	s.nseg = nseg
-	k := nseg * C
-	s.cnt = grow(s.cnt, nseg)
-	s.mean, s.inv, s.gam = grow(s.mean, k), grow(s.inv, k), grow(s.gam, k)
-	s.scale, s.shift = grow(s.scale, k), grow(s.shift, k)
+	s.resize(nseg, C)
 	if s.batch {
-		s.nmBuf = grow(s.nmBuf, 2*k)
-		s.nm = normMoments(s.nmBuf, s.moms[:k], &s.sm, C)
-		for sg := range nseg {
-			n := s.nm[sg*C].N
-			if n == 1 {
-				return fmt.Errorf("%w: %d value per channel in segment %d of a batch of shape %v (layer %s, mode %v)", ErrTooFewValues, int(n), sg, in[0].Shape(), l.cfg.name, mode)
-			}
-			s.cnt[sg] = n
+		if err := l.batchStats(s, s.moms, C, mode, in[0].Shape()); err != nil {
+			return err
 		}
-		for i, m := range s.nm[:k] {
-			if m.N == 0 { // an empty set (absent domain): nothing to normalize
-				s.mean[i], s.inv[i] = 0, 0
-				continue
-			}
-			s.mean[i], s.inv[i] = m.Mean, kern.InvStd(m, l.cfg.eps)
-		}
-	}
-	l.mu.Lock()
-	if !s.batch {
+	} else {
+		l.mu.Lock()
 		for sg := range nseg {
 			g := s.sm.Stat[sg]
 			s.cnt[sg] = 0
@@ -810,13 +779,8 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 				s.inv[sg*C+c] = 1 / math.Sqrt(l.rvar[g*C+c]+l.cfg.eps)
 			}
 		}
-	} else {
-		l.calls++
-		if mode == Train && l.cfg.track || l.obs != nil {
-			l.foldLocked(s.moms[:k], nseg, C, s.sm.Stat, mode == Train && l.cfg.track)
-		}
+		l.mu.Unlock()
 	}
-	l.mu.Unlock()
 	for sg := range nseg {
 		a := s.sm.Aff[sg]
 		for c := range C {
@@ -830,6 +794,47 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 	}
 	plan.Apply(x, nil, y, s.mean, nil, s.scale, s.shift)
 	op.done = true
+	return nil
+}
+
+// resize sizes the per-segment state for nseg segments of C channels.
+func (s *saved) resize(nseg, C int) {
+	k := nseg * C
+	s.nseg = nseg
+	s.cnt = grow(s.cnt, nseg)
+	s.mean, s.inv, s.gam = grow(s.mean, k), grow(s.inv, k), grow(s.gam, k)
+	s.scale, s.shift = grow(s.scale, k), grow(s.shift, k)
+}
+
+// batchStats turns the (global) batch moments of each segment into the
+// mean and 1/σ each segment is normalized with, checks the counts, and
+// folds the moments into the running statistics (Train) and the PreciseBN
+// observer. shape is the local input's, for the error message (nil: a rank
+// without samples).
+func (l *Layer) batchStats(s *saved, moms []kern.Moments, C int, mode Mode, shape tensor.Shape) error {
+	k := s.nseg * C
+	s.nmBuf = grow(s.nmBuf, 2*k)
+	s.nm = normMoments(s.nmBuf, moms[:k], &s.sm, C)
+	for sg := range s.nseg {
+		n := s.nm[sg*C].N
+		if n == 1 {
+			return fmt.Errorf("%w: 1 value per channel in segment %d of the batch (local shape %v; layer %s, mode %v)", ErrTooFewValues, sg, shape, l.cfg.name, mode)
+		}
+		s.cnt[sg] = n
+	}
+	for i, m := range s.nm[:k] {
+		if m.N == 0 { // an empty set (absent domain): nothing to normalize
+			s.mean[i], s.inv[i] = 0, 0
+			continue
+		}
+		s.mean[i], s.inv[i] = m.Mean, kern.InvStd(m, l.cfg.eps)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls++
+	if update := mode == Train && l.cfg.track; update || l.obs != nil {
+		l.foldLocked(moms[:k], s.nseg, C, s.sm.Stat, update)
+	}
 	return nil
 }
 
@@ -887,12 +892,4 @@ func (l *Layer) foldLocked(moms []kern.Moments, nseg, C int, group []int, update
 		}
 		kern.UpdateRunning(l.rmean[g*C:g*C+C], l.rvar[g*C:g*C+C], per[g*C:g*C+C], w)
 	}
-}
-
-// ctx returns the context collectives of a synchronized layer run under.
-func (l *Layer) ctx() (context.Context, context.CancelFunc) {
-	if l.cfg.sync == nil {
-		return context.Background(), func() {}
-	}
-	return l.cfg.sync.context()
 }

@@ -140,34 +140,32 @@ const (
 // N and off are the local batch size and, for ghost layers, the offset of
 // this rank's samples in the global batch; ghost layers check that every
 // rank's offset is the sum of the sizes of the ranks before it.
-func (sc *syncConfig) reduceMoments(l *Layer, s *saved, moms []kern.Moments, nseg, C, N, off int) ([]kern.Moments, int, error) {
+func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, nseg, C, N, off int) ([]kern.Moments, error) {
 	ctx, cancel := sc.context()
 	defer cancel()
 	K := sc.comm.Size()
 	step := float64(l.calls)
-	gseg := nseg
-	n := headerLen + 3*gseg*C
+	n := headerLen + 3*nseg*C
 	sc.send = grow(sc.send, n)
-	copy(sc.send, []float64{tagForward, float64(sc.index), float64(C), float64(gseg), step, float64(N), float64(off)})
+	copy(sc.send, []float64{tagForward, float64(sc.index), float64(C), float64(nseg), step, float64(N), float64(off)})
 	p := sc.send[headerLen:]
-	clear(p)
 	for i, m := range moms[:nseg*C] {
 		p[3*i], p[3*i+1], p[3*i+2] = m.N, m.Mean, m.M2
 	}
 	sc.recv = grow(sc.recv, K*n)
 	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.send), collective.Float64s(sc.recv), nil); err != nil {
-		return nil, 0, fmt.Errorf("%w: layer %s forward: %w", ErrSync, l.cfg.name, err)
+		return nil, fmt.Errorf("%w: layer %s forward: %w", ErrSync, l.cfg.name, err)
 	}
-	sc.merged = grow(sc.merged, gseg*C)
+	sc.merged = grow(sc.merged, nseg*C)
 	clear(sc.merged)
 	sum := 0.0
 	for r := range K {
 		q := sc.recv[r*n : (r+1)*n]
-		if err := sc.checkHeader(l, q[:headerLen], r, C, gseg, step, tagForward); err != nil {
-			return nil, 0, err
+		if err := sc.checkHeader(l, q[:headerLen], r, C, nseg, step, tagForward); err != nil {
+			return nil, err
 		}
 		if l.cfg.ghost > 0 && q[6] != sum {
-			return nil, 0, fmt.Errorf("%w: ghost layer %s: rank %d places its batch at offset %v of the global batch, but the ranks before it hold %v samples: the per-rank batch sizes changed since this op's first run (use one graph per batch size on every rank)", ErrSync, l.cfg.name, r, q[6], sum)
+			return nil, fmt.Errorf("%w: ghost layer %s: rank %d places its batch at offset %v of the global batch, but the ranks before it hold %v samples: the per-rank batch sizes changed since this op's first run (use one graph per batch size on every rank)", ErrSync, l.cfg.name, r, q[6], sum)
 		}
 		sum += q[5]
 		q = q[headerLen:]
@@ -175,7 +173,7 @@ func (sc *syncConfig) reduceMoments(l *Layer, s *saved, moms []kern.Moments, nse
 			sc.merged[i] = sc.merged[i].Merge(kern.Moments{N: q[3*i], Mean: q[3*i+1], M2: q[3*i+2]})
 		}
 	}
-	return sc.merged, gseg, nil
+	return sc.merged, nil
 }
 
 // ghostOffsets exchanges the local batch sizes of a ghost layer and
@@ -291,24 +289,14 @@ func (l *Layer) emptyForward() (*saved, error) {
 	for i := range nseg {
 		s.sm.Norm[i], s.sm.Stat[i], s.sm.Aff[i] = i, min(i, l.groups-1), 0
 	}
-	moms, gseg, err := l.cfg.sync.reduceMoments(l, s, make([]kern.Moments, nseg*C), nseg, C, 0, 0)
+	moms, err := l.cfg.sync.reduceMoments(l, make([]kern.Moments, nseg*C), nseg, C, 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	s.nseg = gseg
-	s.sums = make([][2]float64, gseg*C)
-	s.nmBuf = make([]kern.Moments, 2*gseg*C)
-	nm := normMoments(s.nmBuf, moms[:gseg*C], &s.sm, C)
-	for sg := range gseg {
-		if n := nm[sg*C].N; n == 1 {
-			return nil, fmt.Errorf("%w: 1 value per channel in segment %d of the global batch (layer %s, mode %v)", ErrTooFewValues, sg, l.cfg.name, mode)
-		}
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.calls++
-	if mode == Train && l.cfg.track || l.obs != nil {
-		l.foldLocked(moms[:gseg*C], gseg, C, s.sm.Stat, mode == Train && l.cfg.track)
+	s.resize(nseg, C)
+	s.sums = make([][2]float64, nseg*C)
+	if err := l.batchStats(s, moms, C, mode, nil); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

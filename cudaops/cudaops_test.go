@@ -18,7 +18,7 @@ import (
 func testLayouts() []Layout {
 	ghost := func(n, g int) ([]int, int) {
 		seg := make([]int, n)
-		return seg, kern.GhostSegments(seg, g)
+		return seg, kern.GhostSegments(seg, g, 0, len(seg))
 	}
 	g1, n1 := ghost(8, 3)
 	g2, n2 := ghost(48, 16)
@@ -384,7 +384,7 @@ func TestSetSegments(t *testing.T) {
 			alternate[i] = i % 2
 		}
 		ghost := make([]int, l.N)
-		ng := kern.GhostSegments(ghost, 5)
+		ng := kern.GhostSegments(ghost, 5, 0, len(ghost))
 		for _, sg := range []struct {
 			seg  []int
 			nseg int

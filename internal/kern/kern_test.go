@@ -107,7 +107,7 @@ type layoutCase struct {
 
 func ghostLayout(N, C, S, g int) Layout {
 	seg := make([]int, N)
-	ns := GhostSegments(seg, g)
+	ns := GhostSegments(seg, g, 0, len(seg))
 	return Layout{N: N, C: C, S: S, Seg: seg, NSeg: ns}
 }
 
@@ -381,7 +381,7 @@ func TestSetSegments(t *testing.T) {
 func TestGhostSegments(t *testing.T) {
 	for _, tc := range []struct{ n, g, want int }{{10, 3, 4}, {9, 3, 3}, {1, 5, 1}, {5, 1, 5}, {0, 2, 0}} {
 		seg := make([]int, tc.n)
-		if got := GhostSegments(seg, tc.g); got != tc.want {
+		if got := GhostSegments(seg, tc.g, 0, tc.n); got != tc.want {
 			t.Errorf("GhostSegments(%d, %d) = %d, want %d", tc.n, tc.g, got, tc.want)
 		}
 		for i, s := range seg {

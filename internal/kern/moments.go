@@ -98,11 +98,13 @@ func (l Layout) seg(n int) int {
 	return l.Seg[n]
 }
 
-// GhostSegments fills seg (length n) with the ghost-batch segment of each
-// sample, n/g, and returns the number of segments ⌈n/g⌉.
-func GhostSegments(seg []int, g int) int {
+// GhostSegments places the len(seg) samples that start at offset off of a
+// batch of total samples into ghost groups of g: seg[i] = (off+i)/g. It
+// returns the number of groups of the whole batch, ⌈total/g⌉. g must be
+// positive.
+func GhostSegments(seg []int, g, off, total int) int {
 	for i := range seg {
-		seg[i] = i / g
+		seg[i] = (off + i) / g
 	}
-	return (len(seg) + g - 1) / g
+	return (total + g - 1) / g
 }
