@@ -229,15 +229,32 @@ func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tenso
 		return err
 	}
 	s := &f.s
-	C := f.l.c
-	k := s.nseg * C
-	s.sums = grow(s.sums, k)
+	s.sums = grow(s.sums, s.nseg*f.l.c)
 	clear(s.sums) // a rank with fewer ghost groups than the group's largest
 	p.BackwardSums(x, dy, s.mean, s.sums)
+	dgb, err := f.finishSums()
+	if err != nil {
+		return err
+	}
+	for i, v := range dgb {
+		out[i] = T(v)
+	}
+	return nil
+}
+
+// finishSums runs after the backward-sums pass filled s.sums with each
+// segment's local (Σdy, Σdy·(x−μ)): it returns [dγ ; dβ] (per affine
+// group·C, in s.dgb), then, with batch statistics, sums s.sums across ranks
+// (SyncBN) and forms each segment's γ-weighted sums over its normalization
+// set (s.gs), which the dx pass needs.
+func (f *fwdOp) finishSums() ([]float64, error) {
+	s := &f.s
+	C := f.l.c
+	k := s.nseg * C
 	A := f.l.affGroups
-	s.tmp = grow(s.tmp, 2*A*C)
-	dg, db := s.tmp[:A*C], s.tmp[A*C:]
-	clear(s.tmp)
+	s.dgb = grow(s.dgb, 2*A*C)
+	dg, db := s.dgb[:A*C], s.dgb[A*C:]
+	clear(s.dgb)
 	for sg := range s.nseg {
 		a := s.sm.Aff[sg]
 		for c := range C {
@@ -246,16 +263,12 @@ func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tenso
 			db[a*C+c] += s.sums[i][0]
 		}
 	}
-	for i := range dg {
-		out[i] = T(dg[i])
-		out[A*C+i] = T(db[i])
-	}
 	if !s.batch {
-		return nil
+		return s.dgb, nil
 	}
 	if f.l.cfg.sync != nil {
 		if err := f.l.cfg.sync.reduceSums(f.l, s); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// γ-weighted sums over each segment's normalization set: a set may span
@@ -274,7 +287,7 @@ func backwardSums[T kern.Float](f *fwdOp, in []gorgonia.Value, outv tensor.Tenso
 		copy(gs[sg*C:sg*C+C], set[g*C:g*C+C])
 	}
 	s.gs = gs
-	return nil
+	return s.dgb, nil
 }
 
 // dxOp computes dx.
@@ -336,6 +349,15 @@ func backwardDx[T kern.Float](f *fwdOp, in []gorgonia.Value, dxv tensor.Tensor) 
 	if err != nil {
 		return err
 	}
+	f.dxCoeffs()
+	s := &f.s
+	p.Apply(x, dy, dx, s.mean, s.a, s.b, s.c)
+	return nil
+}
+
+// dxCoeffs sets the per-segment coefficients of the dx pass,
+// dx = a·dy + b·(x−μ) + c, in s.a, s.b, s.c.
+func (f *fwdOp) dxCoeffs() {
 	s := &f.s
 	C := f.l.c
 	k := s.nseg * C
@@ -355,6 +377,4 @@ func backwardDx[T kern.Float](f *fwdOp, in []gorgonia.Value, dxv tensor.Tensor) 
 			}
 		}
 	}
-	p.Apply(x, dy, dx, s.mean, s.a, s.b, s.c)
-	return nil
 }

@@ -446,7 +446,11 @@ type saved struct {
 	gsBuf [][2]float64
 	moms  []kern.Moments // per segment·C
 	sums  [][2]float64   // per segment·C: (Σdy, Σdy·(x−μ)), global after sync
-	tmp   []float64      // scratch for collectives
+	dgb   []float64      // [dγ ; dβ] of the local batch, per affine group·C
+	aff   []float64      // [γ ; β] as float64 (empty: no affine parameters)
+	mode  Mode           // the mode of the forward
+	n     int            // local batch size
+	off   int            // first local sample's index in the global batch (ghost SyncBN)
 	seg   []int          // per sample
 	// ptrs to backward scratch
 	a, b, c []float64
@@ -712,8 +716,14 @@ func (op *fwdOp) segments(n, off, total int) (seg []int, nseg int, err error) {
 	return nil, 1, nil
 }
 
+// The forward of one op, on any device, is four steps: begin (host: mode,
+// segments, layout), the statistics pass over x (device: per-segment
+// moments, only when batch statistics are used), statistics (host: the
+// collective, μ, 1/σ, the running statistics, the per-segment scale and
+// shift) and the apply pass (device: y = (x−μ)·scale + shift). The CPU path
+// below and the CUDA path (op_cuda.go) run the same host steps.
+
 func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) error {
-	l := op.l
 	x, err := data[T](in[0])
 	if err != nil {
 		return err
@@ -722,51 +732,106 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 	if err != nil {
 		return err
 	}
-	var gamma, beta []T
-	if len(in) == 3 {
-		if gamma, err = data[T](in[1]); err != nil {
-			return err
-		}
-		if beta, err = data[T](in[2]); err != nil {
-			return err
-		}
+	if err := setAffine[T](op, in); err != nil {
+		return err
 	}
-	N, C, S := layoutOf(in[0].Shape())
+	lay, err := op.begin(in[0].Shape())
+	if err != nil {
+		return err
+	}
+	plan := planFor[T](op, lay)
+	s := &op.s
+	if s.batch {
+		plan.Stats(x, s.moms)
+	}
+	if err := op.statistics(in[0].Shape()); err != nil {
+		return err
+	}
+	plan.Apply(x, nil, y, s.mean, nil, s.scale, s.shift)
+	op.done = true
+	return nil
+}
+
+// setAffine copies γ and β (in[1], in[2]; none when the layer has no affine
+// parameters) into s.aff as float64.
+func setAffine[T kern.Float](op *fwdOp, in []gorgonia.Value) error {
+	s := &op.s
+	if len(in) != 3 {
+		s.aff = s.aff[:0]
+		return nil
+	}
+	gamma, err := data[T](in[1])
+	if err != nil {
+		return err
+	}
+	beta, err := data[T](in[2])
+	if err != nil {
+		return err
+	}
+	n := len(gamma)
+	s.aff = grow(s.aff, 2*n)
+	for i := range n {
+		s.aff[i], s.aff[n+i] = float64(gamma[i]), float64(beta[i])
+	}
+	return nil
+}
+
+// begin starts a forward of an input of the given shape: it reads the mode,
+// places a synchronized ghost layer's samples in the global batch, computes
+// the segments and sizes s.moms for the statistics pass. It returns the
+// layout the device passes run on.
+func (op *fwdOp) begin(shape tensor.Shape) (kern.Layout, error) {
+	l := op.l
+	N, C, S := layoutOf(shape)
 	l.mu.Lock()
 	mode := l.mode
 	l.mu.Unlock()
 	s := &op.s
 	op.done = false
+	s.mode, s.n, s.off = mode, N, 0
 	s.batch = mode.usesBatchStats(l.cfg.track)
-	off, total := 0, N
+	total := N
 	if s.batch && l.cfg.sync != nil && l.cfg.ghost > 0 {
 		// The batch size of an op is fixed: place this rank's samples in
 		// the global batch once (reduceMoments checks it every step).
 		if !op.ghostKnown || op.ghostN != N {
+			var err error
 			if op.ghostOff, op.ghostTotal, err = l.cfg.sync.ghostOffsets(l, N, C); err != nil {
-				return err
+				return kern.Layout{}, err
 			}
 			op.ghostN, op.ghostKnown = N, true
 		}
-		off, total = op.ghostOff, op.ghostTotal
+		s.off, total = op.ghostOff, op.ghostTotal
 	}
-	seg, nseg, err := op.segments(N, off, total)
+	seg, nseg, err := op.segments(N, s.off, total)
 	if err != nil {
-		return err
+		return kern.Layout{}, err
 	}
-	plan := planFor[T](op, kern.Layout{N: N, C: C, S: S, Seg: seg, NSeg: nseg})
 	if s.batch {
 		s.moms = grow(s.moms, nseg*C)
-		plan.Stats(x, s.moms)
-		if l.cfg.sync != nil {
-			if s.moms, err = l.cfg.sync.reduceMoments(l, s.moms, nseg, C, N, off); err != nil {
-				return err
-			}
+	}
+	s.nseg = nseg
+	return kern.Layout{N: N, C: C, S: S, Seg: seg, NSeg: nseg}, nil
+}
+
+// statistics runs after the statistics pass filled s.moms (batch
+// statistics) and before the apply pass: it merges the moments across ranks
+// (SyncBN), computes each segment's μ and 1/σ (from the batch or the
+// running statistics), folds the batch into the running statistics, and
+// sets the per-segment scale γ/σ and shift β of the apply pass. shape is the
+// local input's, for error messages.
+func (op *fwdOp) statistics(shape tensor.Shape) error {
+	l, s := op.l, &op.s
+	C, nseg := l.c, s.nseg
+	if s.batch && l.cfg.sync != nil {
+		var err error
+		if s.moms, err = l.cfg.sync.reduceMoments(l, s.moms, nseg, C, s.n, s.off); err != nil {
+			return err
 		}
 	}
 	s.resize(nseg, C)
 	if s.batch {
-		if err := l.batchStats(s, s.moms, C, mode, in[0].Shape()); err != nil {
+		if err := l.batchStats(s, s.moms, C, s.mode, shape); err != nil {
 			return err
 		}
 	} else {
@@ -781,19 +846,18 @@ func forward[T kern.Float](op *fwdOp, in []gorgonia.Value, yv tensor.Tensor) err
 		}
 		l.mu.Unlock()
 	}
+	na := len(s.aff) / 2
 	for sg := range nseg {
 		a := s.sm.Aff[sg]
 		for c := range C {
 			i := sg*C + c
 			g, b := 1.0, 0.0
-			if gamma != nil {
-				g, b = float64(gamma[a*C+c]), float64(beta[a*C+c])
+			if na > 0 {
+				g, b = s.aff[a*C+c], s.aff[na+a*C+c]
 			}
 			s.gam[i], s.scale[i], s.shift[i] = g, g*s.inv[i], b
 		}
 	}
-	plan.Apply(x, nil, y, s.mean, nil, s.scale, s.shift)
-	op.done = true
 	return nil
 }
 
