@@ -23,6 +23,9 @@ var (
 	// ErrSync reports ranks of a synchronized layer that disagree (channel
 	// count, layer order, step) or a failed collective.
 	ErrSync = errors.New("bn: synchronization failed")
+	// ErrDevice reports a failure of the CUDA execution path (builds with the
+	// cuda tag): a machine that is not a CUDA machine, a failed CUDA call.
+	ErrDevice = errors.New("bn: CUDA device")
 )
 
 // Cause returns err with the wrapping of Gorgonia's machines removed, so

@@ -486,6 +486,7 @@ type fwdOp struct {
 	seg  Segmenter
 
 	plan any // *kern.Plan[float32] or *kern.Plan[float64]
+	dev  any // *cudaState (CUDA builds): the op's device plan and buffers
 
 	// SyncBN with ghost batches: this rank's place in the global batch.
 	ghostKnown                   bool
@@ -576,9 +577,14 @@ func (op *fwdOp) UsePreallocDo(prealloc gorgonia.Value, in ...gorgonia.Value) (g
 }
 
 func checkLike(v gorgonia.Value, like tensor.Tensor, what string) error {
+	return checkOut(v, like.Shape(), like.Dtype(), what)
+}
+
+// checkOut checks that v is a tensor of the given shape and type.
+func checkOut(v gorgonia.Value, shape tensor.Shape, dt tensor.Dtype, what string) error {
 	t, ok := v.(tensor.Tensor)
-	if !ok || v.Dtype() != like.Dtype() || !t.Shape().Eq(like.Shape()) {
-		return fmt.Errorf("%w: %s is %T %v of %v, want %v of %v", ErrShape, what, v, v.Shape(), v.Dtype(), like.Shape(), like.Dtype())
+	if !ok || v.Dtype() != dt || !t.Shape().Eq(shape) {
+		return fmt.Errorf("%w: %s is %T %v of %v, want %v of %v", ErrShape, what, v, v.Shape(), v.Dtype(), shape, dt)
 	}
 	return nil
 }

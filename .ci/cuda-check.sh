@@ -8,7 +8,11 @@
 #   2. check that the committed PTX matches bn.cu (regenerated with nvcc into
 #      a temporary directory);
 #   3. go vet and go test -c the cuda-tagged packages, and go vet/test them
-#      untagged.
+#      untagged;
+#   4. go vet and go test -c the root package with the tag bncuda: the ops'
+#      CUDA path (op_cuda.go) built against Gorgonia without its own cuda
+#      build, which needs cuDNN and cannot be built here (op_cuda_gorgonia.go,
+#      the thin part that needs it, is not compiled).
 #
 # It never runs a cuda-tagged binary: gorgonia.org/cu's init exits the
 # process when there is no GPU. Run the tagged tests on a GPU machine (see
@@ -84,4 +88,8 @@ for p in $(go list -tags cuda "${pkgs[@]}"); do
 	log "go test -c -tags cuda $p (build only, never run)"
 	go test -c -tags cuda -o /dev/null "$p"
 done
+log "go vet -tags bncuda . (the ops' CUDA path)"
+go vet -tags bncuda .
+log "go test -c -tags bncuda . (build only, never run)"
+go test -c -tags bncuda -o /dev/null .
 log "ok"

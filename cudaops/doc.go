@@ -11,7 +11,9 @@
 // (nvcc from a CUDA ≥ 11.8 toolkit, see gen_ptx.sh), committed, embedded and
 // loaded with gorgonia.org/cu. The package does not import Gorgonia.
 //
-// Everything but this file is built only with the build tag cuda: importing
+// Everything but this file is built only with the build tag cuda (or
+// bncuda, which builds the root package's CUDA path against Gorgonia without
+// its cuda build; see README.md): importing
 // gorgonia.org/cu needs cuda.h and libcuda at build time, and cu's init exits
 // the process on a machine without a GPU. Without the tag the package is
 // empty. See README.md for the layout of the kernels, the tests and the

@@ -8,8 +8,9 @@
 # cuda.h is NOT needed. Slow: the emulated cudaops suite takes ~6 min on 2
 # cores.
 #
-# Usage: cudaops/testdata/emu/run.sh [cudaops|nccl|all] [test flags...]
+# Usage: cudaops/testdata/emu/run.sh [cudaops|nccl|bn|all] [test flags...]
 #   e.g. run.sh cudaops -test.run TestStats -test.v
+#        run.sh bn        (the ops' CUDA path, op_cuda_test.go: tag bncuda)
 #        run.sh nccl -test.run TestConformance   (runs with 1, 2, 3, 4 ranks)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,6 +33,10 @@ export GOWORK=$tmp/go.work BN_NCCL_LIB=$tmp/libnccl.so.2
 if [[ $what == cudaops || $what == all ]]; then
 	(cd "$repo" && go test -c -tags cuda -o "$tmp/cudaops.test" ./cudaops/)
 	(cd "$repo/cudaops" && "$tmp/cudaops.test" "$@")
+fi
+if [[ $what == bn || $what == all ]]; then
+	(cd "$repo" && go test -c -tags bncuda -o "$tmp/bn.test" .)
+	(cd "$repo" && "$tmp/bn.test" -test.run CUDA "$@")
 fi
 if [[ $what == nccl || $what == all ]]; then
 	(cd "$repo" && go test -c -tags cuda -o "$tmp/nccl.test" ./collective/nccl/)

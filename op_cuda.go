@@ -1,0 +1,408 @@
+//go:build cuda || bncuda
+
+package bn
+
+// The CUDA execution path of the ops: Gorgonia's CUDA machines (its cuda
+// build) call CUDADo with device memory; the ops run the passes over x and
+// dy with cudaops' kernels on that device and the small per-channel host
+// steps of the CPU path (begin, statistics, finishSums, dxCoeffs) on the
+// host, so every mode, ghost batches, domains and SyncBN behave exactly as
+// on the CPU. Per pass, two short synchronous copies of per-channel values
+// (moments or sums down, coefficients up) join the two.
+//
+// The part that needs Gorgonia's own cuda build (its CUDAMachine, the
+// registration of the PTX) is in op_cuda_gorgonia.go. The tag bncuda builds
+// this file against Gorgonia without cuda, for compile checks, and for the
+// tests of this path on a GPU or in the CPU emulation of cudaops
+// (op_cuda_test.go; cudaops/testdata/emu/run.sh bn).
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/gorgonia-bn/bn/cudaops"
+	"github.com/gorgonia-bn/bn/internal/kern"
+	"gorgonia.org/cu"
+	"gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// cudaDev is one CUDA context as the ops see it.
+type cudaDev struct {
+	// run calls f on an OS thread where the context is current, after the
+	// work queued on the context before it, and returns f's error.
+	run func(f func() error) error
+	mod *cudaops.Module
+}
+
+// cudaState is a forward op's device plan and scratch space on one device.
+type cudaState struct {
+	dev  *cudaDev
+	plan *cudaops.Plan
+	buf  cu.DevicePtr // float64 scratch: moments 3K | mean K | a K | b K | c K | sums 2K
+	k    int          // K the buffer was sized for
+	host []float64    // staging for γ, β, dγ, dβ in the op's dtype
+}
+
+func (st *cudaState) at(i int) cu.DevicePtr { return st.buf + cu.DevicePtr(8*i*st.k) }
+func (st *cudaState) mom() cu.DevicePtr     { return st.at(0) }
+func (st *cudaState) mean() cu.DevicePtr    { return st.at(3) }
+func (st *cudaState) a() cu.DevicePtr       { return st.at(4) }
+func (st *cudaState) b() cu.DevicePtr       { return st.at(5) }
+func (st *cudaState) c() cu.DevicePtr       { return st.at(6) }
+func (st *cudaState) sums() cu.DevicePtr    { return st.at(7) }
+
+const cudaBufSlots = 9
+
+func cudaDtype(dt tensor.Dtype) (cudaops.Dtype, error) {
+	switch dt {
+	case tensor.Float32:
+		return cudaops.Float32, nil
+	case tensor.Float64:
+		return cudaops.Float64, nil
+	}
+	return 0, fmt.Errorf("%w: %v", ErrDtype, dt)
+}
+
+func devErr(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrDevice, what, err)
+}
+
+// prepare returns the op's state on d with a plan for lay, building or
+// updating it. It runs where d's context is current.
+func (op *fwdOp) prepare(d *cudaDev, lay kern.Layout) (*cudaState, error) {
+	dt, err := cudaDtype(op.l.dt)
+	if err != nil {
+		return nil, err
+	}
+	st, _ := op.dev.(*cudaState)
+	if st != nil && st.dev != d {
+		// Another context (a new machine): the old one's memory went with
+		// it, or belongs to a context that is not current here.
+		st = nil
+	}
+	if st == nil {
+		st = &cudaState{dev: d}
+		op.dev = st
+	}
+	if st.plan != nil {
+		pl := st.plan.Layout()
+		if pl.N != lay.N || pl.C != lay.C || pl.S != lay.S {
+			_ = st.plan.Close()
+			st.plan = nil
+		} else if pl.Segments() != lay.Segments() || !equalInts(pl.Seg, lay.Seg) {
+			if err := st.plan.SetSegments(cu.NoStream, lay.Seg, lay.NSeg); err != nil {
+				return nil, devErr("segments", err)
+			}
+		}
+	}
+	if st.plan == nil {
+		if st.plan, err = cudaops.NewPlan(d.mod, lay, dt); err != nil {
+			return nil, devErr("plan", err)
+		}
+	}
+	if k := st.plan.K(); k > st.k {
+		if st.buf != 0 {
+			if err := cu.MemFree(st.buf); err != nil {
+				return nil, devErr("free", err)
+			}
+			st.buf, st.k = 0, 0
+		}
+		if st.buf, err = cu.MemAlloc(int64(8 * cudaBufSlots * k)); err != nil {
+			return nil, devErr("alloc", err)
+		}
+		st.k = k
+	}
+	return st, nil
+}
+
+// download copies n elements of type dt from src into dst as float64.
+func (st *cudaState) download(dst []float64, src cu.DevicePtr, dt tensor.Dtype) error {
+	n := len(dst)
+	if n == 0 {
+		return nil
+	}
+	if dt == tensor.Float64 {
+		return cudaCopyDtoH(dst, src)
+	}
+	st.host = grow(st.host, (n+1)/2)
+	h := unsafe.Slice((*float32)(unsafe.Pointer(&st.host[0])), n)
+	if err := cu.MemcpyDtoH(unsafe.Pointer(&h[0]), src, int64(4*n)); err != nil {
+		return devErr("copy to host", err)
+	}
+	for i, v := range h {
+		dst[i] = float64(v)
+	}
+	return nil
+}
+
+// upload copies src to dst as n elements of type dt.
+func (st *cudaState) upload(dst cu.DevicePtr, src []float64, dt tensor.Dtype) error {
+	n := len(src)
+	if n == 0 {
+		return nil
+	}
+	if dt == tensor.Float64 {
+		return cudaCopyHtoD(dst, src)
+	}
+	st.host = grow(st.host, (n+1)/2)
+	h := unsafe.Slice((*float32)(unsafe.Pointer(&st.host[0])), n)
+	for i, v := range src {
+		h[i] = float32(v)
+	}
+	if err := cu.MemcpyHtoD(dst, unsafe.Pointer(&h[0]), int64(4*n)); err != nil {
+		return devErr("copy to device", err)
+	}
+	return nil
+}
+
+func cudaCopyDtoH[E any](dst []E, src cu.DevicePtr) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	if err := cu.MemcpyDtoH(unsafe.Pointer(&dst[0]), src, int64(len(dst))*int64(unsafe.Sizeof(dst[0]))); err != nil {
+		return devErr("copy to host", err)
+	}
+	return nil
+}
+
+func cudaCopyHtoD[E any](dst cu.DevicePtr, src []E) error {
+	if len(src) == 0 {
+		return nil
+	}
+	if err := cu.MemcpyHtoD(dst, unsafe.Pointer(&src[0]), int64(len(src))*int64(unsafe.Sizeof(src[0]))); err != nil {
+		return devErr("copy to device", err)
+	}
+	return nil
+}
+
+func devPtr(v gorgonia.Value) cu.DevicePtr { return cu.DevicePtr(v.Uintptr()) }
+
+// cudaOutput returns prealloc, checked against shape and dt, or a new
+// tensor in device memory from extern's arena.
+func cudaOutput(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, shape tensor.Shape, dt tensor.Dtype) (tensor.Tensor, error) {
+	if prealloc != nil {
+		if err := checkOut(prealloc, shape, dt, "preallocated output"); err != nil {
+			return nil, err
+		}
+		return prealloc.(tensor.Tensor), nil
+	}
+	size := int64(shape.TotalSize()) * int64(dt.Size())
+	mem, err := extern.Get(dev, size)
+	if err != nil || mem == nil {
+		if mem, err = dev.Alloc(extern, size); err != nil {
+			return nil, devErr("alloc", err)
+		}
+		if mem == nil {
+			return nil, fmt.Errorf("%w: %v cannot allocate device memory", ErrDevice, extern)
+		}
+	}
+	return tensor.New(tensor.Of(dt), tensor.WithShape(shape.Clone()...), tensor.FromMemory(mem.Uintptr(), uintptr(size))), nil
+}
+
+// CUDADo computes y = BN(x) on dev (gorgonia.CUDADoer).
+func (op *fwdOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	if dev == gorgonia.CPU {
+		if prealloc != nil {
+			return op.UsePreallocDo(prealloc, in...)
+		}
+		return op.Do(in...)
+	}
+	x, err := op.checkInputs(in)
+	if err != nil {
+		return nil, err
+	}
+	d, err := cudaDevice(extern, dev)
+	if err != nil {
+		return nil, err
+	}
+	y, err := cudaOutput(extern, dev, prealloc, x.Shape(), op.l.dt)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.cudaForward(d, y, in); err != nil {
+		return nil, err
+	}
+	return y, nil
+}
+
+// cudaForward is forward (op_batchnorm.go) on device memory.
+func (op *fwdOp) cudaForward(d *cudaDev, y tensor.Tensor, in []gorgonia.Value) error {
+	x, err := op.checkInputs(in)
+	if err != nil {
+		return err
+	}
+	if err := checkLike(y, x, "output"); err != nil {
+		return err
+	}
+	lay, err := op.begin(x.Shape())
+	if err != nil {
+		return err
+	}
+	s, dt := &op.s, op.l.dt
+	var st *cudaState
+	err = d.run(func() error {
+		var err error
+		if st, err = op.prepare(d, lay); err != nil {
+			return err
+		}
+		s.aff = s.aff[:0]
+		if len(in) == 3 {
+			n := in[1].Shape().TotalSize()
+			s.aff = grow(s.aff, 2*n)
+			if err := st.download(s.aff[:n], devPtr(in[1]), dt); err != nil {
+				return err
+			}
+			if err := st.download(s.aff[n:], devPtr(in[2]), dt); err != nil {
+				return err
+			}
+		}
+		if !s.batch {
+			return nil
+		}
+		if err := st.plan.Stats(cu.NoStream, devPtr(x), st.mom()); err != nil {
+			return devErr("stats", err)
+		}
+		return cudaCopyDtoH(s.moms, st.mom())
+	})
+	if err != nil {
+		return err
+	}
+	if err := op.statistics(x.Shape()); err != nil {
+		return err
+	}
+	err = d.run(func() error {
+		for _, u := range []struct {
+			dst cu.DevicePtr
+			src []float64
+		}{{st.mean(), s.mean}, {st.b(), s.scale}, {st.c(), s.shift}} {
+			if err := cudaCopyHtoD(u.dst, u.src); err != nil {
+				return err
+			}
+		}
+		if err := st.plan.Apply(cu.NoStream, devPtr(x), 0, devPtr(y), st.mean(), 0, st.b(), st.c()); err != nil {
+			return devErr("apply", err)
+		}
+		return cudaSync()
+	})
+	if err != nil {
+		return err
+	}
+	op.done = true
+	return nil
+}
+
+func cudaSync() error {
+	if err := cu.Synchronize(); err != nil {
+		return devErr("synchronize", err)
+	}
+	return nil
+}
+
+// cudaBackwardState checks that the forward ran on the device and returns
+// its state.
+func (f *fwdOp) cudaBackwardState(in []gorgonia.Value) (*cudaState, error) {
+	if err := f.checkBackward(in, 3); err != nil {
+		return nil, err
+	}
+	st, _ := f.dev.(*cudaState)
+	if st == nil || st.plan == nil || st.plan.Layout().Len() != in[0].Shape().TotalSize() {
+		return nil, fmt.Errorf("%w: backward of %v on the device without a device forward of that shape", ErrShape, f)
+	}
+	return st, nil
+}
+
+// CUDADo computes [dγ ; dβ] on dev (gorgonia.CUDADoer).
+func (op *sumsOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	if dev == gorgonia.CPU {
+		if prealloc != nil {
+			return op.UsePreallocDo(prealloc, in...)
+		}
+		return op.Do(in...)
+	}
+	out, err := cudaOutput(extern, dev, prealloc, op.outShape(), op.f.l.dt)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.cudaDo(out, in); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// cudaDo is backwardSums (op_backward.go) on device memory.
+func (op *sumsOp) cudaDo(out tensor.Tensor, in []gorgonia.Value) error {
+	f := op.f
+	st, err := f.cudaBackwardState(in)
+	if err != nil {
+		return err
+	}
+	if err := checkOut(out, op.outShape(), f.l.dt, "sums output"); err != nil {
+		return err
+	}
+	s := &f.s
+	s.sums = grow(s.sums, s.nseg*f.l.c)
+	err = st.dev.run(func() error {
+		if err := st.plan.BackwardSums(cu.NoStream, devPtr(in[0]), devPtr(in[1]), st.mean(), st.sums()); err != nil {
+			return devErr("backward sums", err)
+		}
+		return cudaCopyDtoH(s.sums, st.sums())
+	})
+	if err != nil {
+		return err
+	}
+	dgb, err := f.finishSums()
+	if err != nil {
+		return err
+	}
+	return st.dev.run(func() error { return st.upload(devPtr(out), dgb, f.l.dt) })
+}
+
+// CUDADo computes dx on dev (gorgonia.CUDADoer).
+func (op *dxOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	if dev == gorgonia.CPU {
+		if prealloc != nil {
+			return op.UsePreallocDo(prealloc, in...)
+		}
+		return op.Do(in...)
+	}
+	if len(in) != 3 {
+		return nil, op.f.checkBackward(in, 3)
+	}
+	dx, err := cudaOutput(extern, dev, prealloc, in[0].Shape(), op.f.l.dt)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.cudaDo(dx, in); err != nil {
+		return nil, err
+	}
+	return dx, nil
+}
+
+// cudaDo is backwardDx (op_backward.go) on device memory.
+func (op *dxOp) cudaDo(dx tensor.Tensor, in []gorgonia.Value) error {
+	f := op.f
+	st, err := f.cudaBackwardState(in)
+	if err != nil {
+		return err
+	}
+	if err := checkLike(dx, in[0].(tensor.Tensor), "dx"); err != nil {
+		return err
+	}
+	f.dxCoeffs()
+	s := &f.s
+	return st.dev.run(func() error {
+		for _, u := range []struct {
+			dst cu.DevicePtr
+			src []float64
+		}{{st.a(), s.a}, {st.b(), s.b}, {st.c(), s.c}} {
+			if err := cudaCopyHtoD(u.dst, u.src); err != nil {
+				return err
+			}
+		}
+		if err := st.plan.Apply(cu.NoStream, devPtr(in[0]), devPtr(in[1]), devPtr(dx), st.mean(), st.a(), st.b(), st.c()); err != nil {
+			return devErr("apply", err)
+		}
+		return cudaSync()
+	})
+}

@@ -1,0 +1,374 @@
+//go:build bncuda
+
+package bn
+
+// Tests of the CUDA path of the ops (op_cuda.go) against their CPU path:
+// the same layer state, the same inputs, every mode, ghost batches,
+// segments (domains), affine off, float32 and float64, two steps (running
+// statistics) and the backward. They need a GPU (cu's init exits without
+// one) or the CPU emulation of cudaops: cudaops/testdata/emu/run.sh bn.
+// In CI this file is only compiled.
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand"
+	"runtime"
+	"sync"
+	"testing"
+	"unsafe"
+
+	"github.com/gorgonia-bn/bn/cudaops"
+	"gorgonia.org/cu"
+	"gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+var cudaEnv struct {
+	once sync.Once
+	err  error
+	ctx  cu.CUContext
+	mod  *cudaops.Module
+}
+
+// testDev locks the test's goroutine to its OS thread, makes device 0's
+// primary context current there and returns a cudaDev that runs on it.
+func testDev(t *testing.T) *cudaDev {
+	t.Helper()
+	runtime.LockOSThread()
+	t.Cleanup(runtime.UnlockOSThread)
+	cudaEnv.once.Do(func() {
+		dev, err := cu.GetDevice(0)
+		if err != nil {
+			cudaEnv.err = err
+			return
+		}
+		if cudaEnv.ctx, err = dev.RetainPrimaryCtx(); err != nil {
+			cudaEnv.err = err
+			return
+		}
+		if cudaEnv.err = cu.SetCurrentContext(cudaEnv.ctx); cudaEnv.err != nil {
+			return
+		}
+		cudaEnv.mod, cudaEnv.err = cudaops.Load()
+	})
+	if cudaEnv.err != nil {
+		t.Fatalf("CUDA set-up: %v", cudaEnv.err)
+	}
+	if err := cu.SetCurrentContext(cudaEnv.ctx); err != nil {
+		t.Fatal(err)
+	}
+	return &cudaDev{mod: cudaEnv.mod, run: func(f func() error) error { return f() }}
+}
+
+// devTensor copies a host tensor into fresh device memory (freed at the
+// end of the test), poisoned first when src is nil.
+func devTensor(t *testing.T, dt tensor.Dtype, shape tensor.Shape, src []float64) tensor.Tensor {
+	t.Helper()
+	n := shape.TotalSize()
+	size := int64(n) * int64(dt.Size())
+	p, err := cu.MemAlloc(max(size, 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cu.MemFree(p) })
+	h := make([]byte, size)
+	for i := range n {
+		v := math.NaN()
+		if src != nil {
+			v = src[i]
+		}
+		if dt == tensor.Float32 {
+			*(*float32)(unsafe.Pointer(&h[4*i])) = float32(v)
+		} else {
+			*(*float64)(unsafe.Pointer(&h[8*i])) = v
+		}
+	}
+	if n > 0 {
+		if err := cu.MemcpyHtoD(p, unsafe.Pointer(&h[0]), size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tensor.New(tensor.Of(dt), tensor.WithShape(shape.Clone()...), tensor.FromMemory(uintptr(p), uintptr(size)))
+}
+
+// hostOf returns a device tensor's elements as float64.
+func hostOf(t *testing.T, v tensor.Tensor) []float64 {
+	t.Helper()
+	if err := cu.Synchronize(); err != nil {
+		t.Fatal(err)
+	}
+	n := v.Shape().TotalSize()
+	out := make([]float64, n)
+	if n == 0 {
+		return out
+	}
+	h := make([]byte, n*int(v.Dtype().Size()))
+	if err := cu.MemcpyDtoH(unsafe.Pointer(&h[0]), cu.DevicePtr(v.Uintptr()), int64(len(h))); err != nil {
+		t.Fatal(err)
+	}
+	for i := range out {
+		if v.Dtype() == tensor.Float32 {
+			out[i] = float64(*(*float32)(unsafe.Pointer(&h[4*i])))
+		} else {
+			out[i] = *(*float64)(unsafe.Pointer(&h[8*i]))
+		}
+	}
+	return out
+}
+
+func hostTensor(dt tensor.Dtype, shape tensor.Shape, src []float64) tensor.Tensor {
+	if dt == tensor.Float32 {
+		d := make([]float32, len(src))
+		for i, v := range src {
+			d[i] = float32(v)
+		}
+		return tensor.New(tensor.WithShape(shape.Clone()...), tensor.WithBacking(d))
+	}
+	return tensor.New(tensor.WithShape(shape.Clone()...), tensor.WithBacking(append([]float64(nil), src...)))
+}
+
+func hostData(v gorgonia.Value) []float64 {
+	switch d := v.Data().(type) {
+	case []float32:
+		out := make([]float64, len(d))
+		for i, x := range d {
+			out[i] = float64(x)
+		}
+		return out
+	case []float64:
+		return append([]float64(nil), d...)
+	}
+	return nil
+}
+
+// fixedSegs is a Segmenter with a fixed segment per sample: segment
+// i % nseg, normalized alone, statistics group and affine group seg % 2.
+type fixedSegs struct{ nseg int }
+
+func (f fixedSegs) Segments(n int, seg []int, m *SegmentMap) (int, error) {
+	for i := range n {
+		seg[i] = i % f.nseg
+	}
+	m.Resize(f.nseg)
+	for s := range f.nseg {
+		m.Norm[s], m.Stat[s], m.Aff[s] = s, s%2, s%2
+	}
+	return f.nseg, nil
+}
+
+type cudaCase struct {
+	name  string
+	shape tensor.Shape
+	opts  []Option
+	mode  Mode
+	segs  int // > 0: a grouped layer (2 groups, per-group affine) with fixedSegs
+}
+
+func cudaCases() []cudaCase {
+	shapes := []tensor.Shape{{6, 3}, {5, 4, 7}, {3, 2, 4, 5}, {2, 3, 2, 2, 3}, {4, 5, 8, 8}}
+	var cs []cudaCase
+	for _, sh := range shapes {
+		for _, m := range []Mode{Train, Eval, EvalBatchStats, Frozen} {
+			cs = append(cs, cudaCase{name: fmt.Sprintf("%v/%v", sh, m), shape: sh, mode: m})
+		}
+	}
+	return append(cs,
+		cudaCase{name: "ghost2", shape: tensor.Shape{5, 3, 4}, opts: []Option{WithGhostBatch(2)}, mode: Train},
+		cudaCase{name: "ghost3/4d", shape: tensor.Shape{7, 2, 3, 3}, opts: []Option{WithGhostBatch(3)}, mode: Train},
+		cudaCase{name: "affine-off", shape: tensor.Shape{4, 3, 5}, opts: []Option{WithAffine(false)}, mode: Train},
+		cudaCase{name: "cumulative", shape: tensor.Shape{4, 3, 5}, opts: []Option{WithCumulativeAverage()}, mode: Train},
+		cudaCase{name: "untracked/eval", shape: tensor.Shape{4, 3, 5}, opts: []Option{WithTrackRunningStats(false)}, mode: Eval},
+		cudaCase{name: "segments", shape: tensor.Shape{9, 3, 4}, mode: Train, segs: 3},
+		cudaCase{name: "segments/eval", shape: tensor.Shape{9, 3, 4}, mode: Eval, segs: 3},
+	)
+}
+
+// newCaseOp builds a layer for c and returns its forward op, with random
+// γ, β and running statistics from r.
+func newCaseOp(t *testing.T, c cudaCase, dt tensor.Dtype, r *rand.Rand) (*fwdOp, []float64, []float64) {
+	t.Helper()
+	g := gorgonia.NewGraph()
+	C := c.shape[1]
+	var l *Layer
+	var err error
+	if c.segs > 0 {
+		l, err = NewGrouped(g, C, dt, 2, true, c.opts...)
+	} else {
+		l, err = New(g, C, dt, c.opts...)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := gorgonia.NewTensor(g, dt, len(c.shape), gorgonia.WithShape(c.shape...), gorgonia.WithName("x"))
+	var y *gorgonia.Node
+	if c.segs > 0 {
+		y, err = l.ApplySegmented(x, fixedSegs{c.segs})
+	} else {
+		y, err = l.Apply(x)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetMode(c.mode); err != nil {
+		t.Fatal(err)
+	}
+	G := l.Groups()
+	rm, rv := make([]float64, G*C), make([]float64, G*C)
+	for i := range rm {
+		rm[i], rv[i] = r.NormFloat64(), 0.5+r.Float64()
+	}
+	if l.cfg.track {
+		if err := l.SetRunningStats(rm, rv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var gb, bb []float64
+	if l.Gamma() != nil {
+		n := l.Gamma().Shape().TotalSize()
+		gb, bb = make([]float64, n), make([]float64, n)
+		for i := range gb {
+			gb[i], bb[i] = 0.5+r.Float64(), r.NormFloat64()
+		}
+	}
+	return y.Op().(*fwdOp), gb, bb
+}
+
+func randVals(r *rand.Rand, n int, off, sc float64) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = off + sc*r.NormFloat64()
+	}
+	return v
+}
+
+func TestCUDAOpsMatchCPU(t *testing.T) {
+	d := testDev(t)
+	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
+		tol := 1e-12
+		if dt == tensor.Float32 {
+			tol = 2e-5
+		}
+		for _, c := range cudaCases() {
+			t.Run(fmt.Sprintf("%v/%s", dt, c.name), func(t *testing.T) {
+				seed := int64(len(c.name)*131 + c.shape.TotalSize())
+				cpu, gb, bb := newCaseOp(t, c, dt, rand.New(rand.NewSource(seed)))
+				gpu, _, _ := newCaseOp(t, c, dt, rand.New(rand.NewSource(seed)))
+				r := rand.New(rand.NewSource(seed + 1))
+				pshape := tensor.Shape{len(gb)}
+				if cpu.l.affGroups > 1 {
+					pshape = tensor.Shape{cpu.l.affGroups, cpu.l.c}
+				}
+				for step := range 2 {
+					xs := randVals(r, c.shape.TotalSize(), 3, 2)
+					dys := randVals(r, c.shape.TotalSize(), 0, 1)
+					hin := []gorgonia.Value{hostTensor(dt, c.shape, xs)}
+					din := []gorgonia.Value{devTensor(t, dt, c.shape, xs)}
+					if gb != nil {
+						hin = append(hin, hostTensor(dt, pshape, gb), hostTensor(dt, pshape, bb))
+						din = append(din, devTensor(t, dt, pshape, gb), devTensor(t, dt, pshape, bb))
+					}
+					want, err := cpu.Do(hin...)
+					if err != nil {
+						t.Fatal(err)
+					}
+					y := devTensor(t, dt, c.shape, nil)
+					if err := gpu.cudaForward(d, y, din); err != nil {
+						t.Fatal(err)
+					}
+					compare(t, fmt.Sprintf("step %d: y", step), hostOf(t, y), hostData(want), tol)
+					wm, wv := cpu.l.RunningStats()
+					gm, gv := gpu.l.RunningStats()
+					compare(t, "running mean", gm, wm, tol)
+					compare(t, "running var", gv, wv, tol)
+					if w, g := cpu.l.NumBatchesTracked(), gpu.l.NumBatchesTracked(); w != g {
+						t.Errorf("tracked %d, want %d", g, w)
+					}
+
+					hdy, ddy := hostTensor(dt, c.shape, dys), devTensor(t, dt, c.shape, dys)
+					sums := &sumsOp{f: cpu}
+					wantSums, err := sums.Do(hin[0], hdy, want)
+					if err != nil {
+						t.Fatal(err)
+					}
+					gsums := &sumsOp{f: gpu}
+					gotSums := devTensor(t, dt, gsums.outShape(), nil)
+					if err := gsums.cudaDo(gotSums, []gorgonia.Value{din[0], ddy, y}); err != nil {
+						t.Fatal(err)
+					}
+					compare(t, "dγ, dβ", hostOf(t, gotSums), hostData(wantSums), tol)
+					wantDx, err := (&dxOp{f: cpu}).Do(hin[0], hdy, wantSums)
+					if err != nil {
+						t.Fatal(err)
+					}
+					dx := devTensor(t, dt, c.shape, nil)
+					if err := (&dxOp{f: gpu}).cudaDo(dx, []gorgonia.Value{din[0], ddy, gotSums}); err != nil {
+						t.Fatal(err)
+					}
+					compare(t, "dx", hostOf(t, dx), hostData(wantDx), tol)
+				}
+			})
+		}
+	}
+}
+
+// compare checks got against want element-wise, relative to want's scale.
+func compare(t *testing.T, what string, got, want []float64, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	scale := 0.0
+	for _, w := range want {
+		scale = max(scale, math.Abs(w))
+	}
+	for i := range got {
+		if math.IsNaN(got[i]) != math.IsNaN(want[i]) || math.Abs(got[i]-want[i]) > tol*max(scale, 1) {
+			t.Fatalf("%s[%d] = %v, want %v (max |want| %v)", what, i, got[i], want[i], scale)
+		}
+	}
+}
+
+func TestCUDAErrors(t *testing.T) {
+	d := testDev(t)
+	r := rand.New(rand.NewSource(1))
+	c := cudaCase{shape: tensor.Shape{4, 3, 5}, mode: Train}
+	op, gb, bb := newCaseOp(t, c, tensor.Float32, r)
+	x := devTensor(t, tensor.Float32, c.shape, randVals(r, 60, 0, 1))
+	g, b := devTensor(t, tensor.Float32, tensor.Shape{3}, gb), devTensor(t, tensor.Float32, tensor.Shape{3}, bb)
+
+	// Backward before a forward.
+	dx := devTensor(t, tensor.Float32, c.shape, nil)
+	if err := (&dxOp{f: op}).cudaDo(dx, []gorgonia.Value{x, x, x}); !errors.Is(err, ErrState) {
+		t.Errorf("backward before forward: %v, want ErrState", err)
+	}
+	// Output of the wrong shape or type.
+	bad := devTensor(t, tensor.Float64, c.shape, nil)
+	if err := op.cudaForward(d, bad, []gorgonia.Value{x, g, b}); !errors.Is(err, ErrShape) {
+		t.Errorf("float64 output: %v, want ErrShape", err)
+	}
+	// One value per channel in training.
+	one := devTensor(t, tensor.Float32, tensor.Shape{1, 3}, []float64{1, 2, 3})
+	c1 := cudaCase{shape: tensor.Shape{1, 3}, mode: Train}
+	op1, gb1, bb1 := newCaseOp(t, c1, tensor.Float32, r)
+	err := op1.cudaForward(d, devTensor(t, tensor.Float32, c1.shape, nil), []gorgonia.Value{one,
+		devTensor(t, tensor.Float32, tensor.Shape{3}, gb1), devTensor(t, tensor.Float32, tensor.Shape{3}, bb1)})
+	if !errors.Is(err, ErrTooFewValues) {
+		t.Errorf("N=1: %v, want ErrTooFewValues", err)
+	}
+	// Without Gorgonia's cuda build there is no CUDA machine.
+	if _, err := cudaDevice(nil, 0); !errors.Is(err, ErrDevice) {
+		t.Errorf("cudaDevice(nil): %v, want ErrDevice", err)
+	}
+	// A failing device run is reported.
+	boom := errors.New("boom")
+	failing := &cudaDev{mod: d.mod, run: func(func() error) error { return boom }}
+	y := devTensor(t, tensor.Float32, c.shape, nil)
+	if err := op.cudaForward(failing, y, []gorgonia.Value{x, g, b}); !errors.Is(err, boom) {
+		t.Errorf("failing device: %v, want boom", err)
+	}
+	if err := op.cudaForward(d, y, []gorgonia.Value{x, g, b}); err != nil {
+		t.Errorf("after a failure: %v", err)
+	}
+}
