@@ -12,9 +12,9 @@ package bn
 //
 // The part that needs Gorgonia's own cuda build (its CUDAMachine, the
 // registration of the PTX) is in op_cuda_gorgonia.go. The tag bncuda builds
-// this file against Gorgonia without cuda, for compile checks, and for the
-// tests of this path on a GPU or in the CPU emulation of cudaops
-// (op_cuda_test.go; cudaops/testdata/emu/run.sh bn).
+// this file against Gorgonia without cuda, for the tests of this path on a
+// GPU or in the CPU emulation of cudaops (op_cuda_test.go;
+// cudaops/testdata/emu/run.sh bn).
 
 import (
 	"fmt"
