@@ -19,6 +19,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/gorgonia-bn/bn/collective"
 	"github.com/gorgonia-bn/bn/cudaops"
 	"gorgonia.org/cu"
 	"gorgonia.org/gorgonia"
@@ -30,6 +31,7 @@ var cudaEnv struct {
 	err  error
 	ctx  cu.CUContext
 	mod  *cudaops.Module
+	mu   sync.Mutex
 }
 
 // testDev locks the test's goroutine to its OS thread, makes device 0's
@@ -59,7 +61,13 @@ func testDev(t *testing.T) *cudaDev {
 	if err := cu.SetCurrentContext(cudaEnv.ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &cudaDev{mod: cudaEnv.mod, run: func(f func() error) error { return f() }}
+	// Device work is serialized, as on Gorgonia's engine thread (and the
+	// CPU emulation of the kernels is not thread-safe).
+	return &cudaDev{mod: cudaEnv.mod, run: func(f func() error) error {
+		cudaEnv.mu.Lock()
+		defer cudaEnv.mu.Unlock()
+		return f()
+	}}
 }
 
 // devTensor copies a host tensor into fresh device memory (freed at the
@@ -370,5 +378,96 @@ func TestCUDAErrors(t *testing.T) {
 	}
 	if err := op.cudaForward(d, y, []gorgonia.Value{x, g, b}); err != nil {
 		t.Errorf("after a failure: %v", err)
+	}
+}
+
+// TestCUDASyncBN: SyncBN ranks on the CUDA path give what the same ranks
+// give on the CPU (which TestSyncEqualsConcatenated checks against one
+// layer over the concatenated batch).
+func TestCUDASyncBN(t *testing.T) {
+	d := testDev(t)
+	const C = 3
+	sizes := []int{3, 5}
+	shape := func(n int) tensor.Shape { return tensor.Shape{n, C, 4} }
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{{"plain", nil}, {"ghost2", []Option{WithGhostBatch(2)}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewSource(11))
+			xs, dys := make([][]float64, len(sizes)), make([][]float64, len(sizes))
+			for i, n := range sizes {
+				xs[i], dys[i] = randVals(r, n*C*4, 2, 3), randVals(r, n*C*4, 0, 1)
+			}
+			gb, bb := randVals(r, C, 1, 0.2), randVals(r, C, 0, 1)
+			// run runs one forward and backward on every rank, on the
+			// device (dev != nil) or the CPU, and returns y, [dγ;dβ], dx.
+			run := func(dev *cudaDev) [][3][]float64 {
+				comms, err := collective.NewInProcess(len(sizes))
+				if err != nil {
+					t.Fatal(err)
+				}
+				out := make([][3]tensor.Tensor, len(sizes))
+				errs := make([]error, len(sizes))
+				var wg sync.WaitGroup
+				for i, n := range sizes {
+					c := cudaCase{shape: shape(n), mode: Train, opts: append([]Option{WithCommunicator(comms[i])}, tc.opts...)}
+					op, _, _ := newCaseOp(t, c, tensor.Float64, rand.New(rand.NewSource(1)))
+					mk := func(sh tensor.Shape, v []float64) tensor.Tensor {
+						if dev != nil {
+							return devTensor(t, tensor.Float64, sh, v)
+						}
+						if v == nil {
+							v = make([]float64, sh.TotalSize())
+						}
+						return hostTensor(tensor.Float64, sh, v)
+					}
+					x, g, b, dy := mk(shape(n), xs[i]), mk(tensor.Shape{C}, gb), mk(tensor.Shape{C}, bb), mk(shape(n), dys[i])
+					y, sums, dx := mk(shape(n), nil), mk(tensor.Shape{2, C}, nil), mk(shape(n), nil)
+					out[i] = [3]tensor.Tensor{y, sums, dx}
+					wg.Go(func() {
+						if dev == nil {
+							if _, errs[i] = op.UsePreallocDo(y, x, g, b); errs[i] == nil {
+								if _, errs[i] = (&sumsOp{f: op}).UsePreallocDo(sums, x, dy, y); errs[i] == nil {
+									_, errs[i] = (&dxOp{f: op}).UsePreallocDo(dx, x, dy, sums)
+								}
+							}
+							return
+						}
+						runtime.LockOSThread()
+						defer runtime.UnlockOSThread()
+						if errs[i] = cu.SetCurrentContext(cudaEnv.ctx); errs[i] != nil {
+							return
+						}
+						if errs[i] = op.cudaForward(dev, y, []gorgonia.Value{x, g, b}); errs[i] == nil {
+							if errs[i] = (&sumsOp{f: op}).cudaDo(sums, []gorgonia.Value{x, dy, y}); errs[i] == nil {
+								errs[i] = (&dxOp{f: op}).cudaDo(dx, []gorgonia.Value{x, dy, sums})
+							}
+						}
+					})
+				}
+				wg.Wait()
+				res := make([][3][]float64, len(sizes))
+				for i, err := range errs {
+					if err != nil {
+						t.Fatalf("rank %d: %v", i, err)
+					}
+					for k, v := range out[i] {
+						if dev != nil {
+							res[i][k] = hostOf(t, v)
+						} else {
+							res[i][k] = hostData(v)
+						}
+					}
+				}
+				return res
+			}
+			want, got := run(nil), run(d)
+			for i := range sizes {
+				for k, what := range []string{"y", "dγ, dβ", "dx"} {
+					compare(t, fmt.Sprintf("rank %d: %s", i, what), got[i][k], want[i][k], 1e-12)
+				}
+			}
+		})
 	}
 }
