@@ -200,15 +200,27 @@ func cudaOutput(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia
 	return tensor.New(tensor.Of(dt), tensor.WithShape(shape.Clone()...), tensor.FromMemory(mem.Uintptr(), uintptr(size))), nil
 }
 
-// CUDADo computes y = BN(x) on dev (gorgonia.CUDADoer).
-func (op *fwdOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+// cudaOp is what the ops' CUDADo share.
+type cudaOp interface {
+	gorgonia.Op
+	gorgonia.UsePreallocDoer
+	dtype() tensor.Dtype
+	// cudaShape checks the inputs and returns the output's shape.
+	cudaShape(in []gorgonia.Value) (tensor.Shape, error)
+	// cudaRun computes the output into out on d.
+	cudaRun(d *cudaDev, out tensor.Tensor, in []gorgonia.Value) error
+}
+
+// cudaDo is the ops' CUDADo: the CPU path on the CPU, else the CUDA path
+// into prealloc or a new tensor in the device's memory.
+func cudaDo(op cudaOp, extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in []gorgonia.Value) (gorgonia.Value, error) {
 	if dev == gorgonia.CPU {
 		if prealloc != nil {
 			return op.UsePreallocDo(prealloc, in...)
 		}
 		return op.Do(in...)
 	}
-	x, err := op.checkInputs(in)
+	shape, err := op.cudaShape(in)
 	if err != nil {
 		return nil, err
 	}
@@ -216,18 +228,59 @@ func (op *fwdOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc 
 	if err != nil {
 		return nil, err
 	}
-	y, err := cudaOutput(extern, dev, prealloc, x.Shape(), op.l.dt)
+	out, err := cudaOutput(extern, dev, prealloc, shape, op.dtype())
 	if err != nil {
 		return nil, err
 	}
-	if err := op.cudaForward(d, y, in); err != nil {
+	if err := op.cudaRun(d, out, in); err != nil {
 		return nil, err
 	}
-	return y, nil
+	return out, nil
 }
 
-// cudaForward is forward (op_batchnorm.go) on device memory.
-func (op *fwdOp) cudaForward(d *cudaDev, y tensor.Tensor, in []gorgonia.Value) error {
+// CUDADo computes y = BN(x) on dev (gorgonia.CUDADoer).
+func (op *fwdOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	return cudaDo(op, extern, dev, prealloc, in)
+}
+
+// CUDADo computes [dγ ; dβ] on dev (gorgonia.CUDADoer).
+func (op *sumsOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	return cudaDo(op, extern, dev, prealloc, in)
+}
+
+// CUDADo computes dx on dev (gorgonia.CUDADoer).
+func (op *dxOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	return cudaDo(op, extern, dev, prealloc, in)
+}
+
+func (op *fwdOp) dtype() tensor.Dtype  { return op.l.dt }
+func (op *sumsOp) dtype() tensor.Dtype { return op.f.l.dt }
+func (op *dxOp) dtype() tensor.Dtype   { return op.f.l.dt }
+
+func (op *fwdOp) cudaShape(in []gorgonia.Value) (tensor.Shape, error) {
+	x, err := op.checkInputs(in)
+	if err != nil {
+		return nil, err
+	}
+	return x.Shape().Clone(), nil
+}
+
+func (op *sumsOp) cudaShape(in []gorgonia.Value) (tensor.Shape, error) {
+	if err := op.f.checkBackward(in, 3); err != nil {
+		return nil, err
+	}
+	return op.outShape(), nil
+}
+
+func (op *dxOp) cudaShape(in []gorgonia.Value) (tensor.Shape, error) {
+	if err := op.f.checkBackward(in, 3); err != nil {
+		return nil, err
+	}
+	return in[0].Shape().Clone(), nil
+}
+
+// cudaRun is forward (op_batchnorm.go) on device memory.
+func (op *fwdOp) cudaRun(d *cudaDev, y tensor.Tensor, in []gorgonia.Value) error {
 	x, err := op.checkInputs(in)
 	if err != nil {
 		return err
@@ -299,41 +352,23 @@ func cudaSync() error {
 	return nil
 }
 
-// cudaBackwardState checks that the forward ran on the device and returns
-// its state.
-func (f *fwdOp) cudaBackwardState(in []gorgonia.Value) (*cudaState, error) {
+// cudaBackwardState checks that the forward ran on d and returns its
+// state.
+func (f *fwdOp) cudaBackwardState(d *cudaDev, in []gorgonia.Value) (*cudaState, error) {
 	if err := f.checkBackward(in, 3); err != nil {
 		return nil, err
 	}
 	st, _ := f.dev.(*cudaState)
-	if st == nil || st.plan == nil || st.plan.Layout().Len() != in[0].Shape().TotalSize() {
-		return nil, fmt.Errorf("%w: backward of %v on the device without a device forward of that shape", ErrShape, f)
+	if st == nil || st.dev != d || st.plan == nil || st.plan.Layout().Len() != in[0].Shape().TotalSize() {
+		return nil, fmt.Errorf("%w: backward of %v on a device without a forward of that shape there", ErrShape, f)
 	}
 	return st, nil
 }
 
-// CUDADo computes [dγ ; dβ] on dev (gorgonia.CUDADoer).
-func (op *sumsOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
-	if dev == gorgonia.CPU {
-		if prealloc != nil {
-			return op.UsePreallocDo(prealloc, in...)
-		}
-		return op.Do(in...)
-	}
-	out, err := cudaOutput(extern, dev, prealloc, op.outShape(), op.f.l.dt)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.cudaDo(out, in); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// cudaDo is backwardSums (op_backward.go) on device memory.
-func (op *sumsOp) cudaDo(out tensor.Tensor, in []gorgonia.Value) error {
+// cudaRun is backwardSums (op_backward.go) on device memory.
+func (op *sumsOp) cudaRun(d *cudaDev, out tensor.Tensor, in []gorgonia.Value) error {
 	f := op.f
-	st, err := f.cudaBackwardState(in)
+	st, err := f.cudaBackwardState(d, in)
 	if err != nil {
 		return err
 	}
@@ -358,31 +393,10 @@ func (op *sumsOp) cudaDo(out tensor.Tensor, in []gorgonia.Value) error {
 	return st.dev.run(func() error { return st.upload(devPtr(out), dgb, f.l.dt) })
 }
 
-// CUDADo computes dx on dev (gorgonia.CUDADoer).
-func (op *dxOp) CUDADo(extern gorgonia.External, dev gorgonia.Device, prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
-	if dev == gorgonia.CPU {
-		if prealloc != nil {
-			return op.UsePreallocDo(prealloc, in...)
-		}
-		return op.Do(in...)
-	}
-	if len(in) != 3 {
-		return nil, op.f.checkBackward(in, 3)
-	}
-	dx, err := cudaOutput(extern, dev, prealloc, in[0].Shape(), op.f.l.dt)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.cudaDo(dx, in); err != nil {
-		return nil, err
-	}
-	return dx, nil
-}
-
-// cudaDo is backwardDx (op_backward.go) on device memory.
-func (op *dxOp) cudaDo(dx tensor.Tensor, in []gorgonia.Value) error {
+// cudaRun is backwardDx (op_backward.go) on device memory.
+func (op *dxOp) cudaRun(d *cudaDev, dx tensor.Tensor, in []gorgonia.Value) error {
 	f := op.f
-	st, err := f.cudaBackwardState(in)
+	st, err := f.cudaBackwardState(d, in)
 	if err != nil {
 		return err
 	}

@@ -282,7 +282,7 @@ func TestCUDAOpsMatchCPU(t *testing.T) {
 						t.Fatal(err)
 					}
 					y := devTensor(t, dt, c.shape, nil)
-					if err := gpu.cudaForward(d, y, din); err != nil {
+					if err := gpu.cudaRun(d, y, din); err != nil {
 						t.Fatal(err)
 					}
 					compare(t, fmt.Sprintf("step %d: y", step), hostOf(t, y), hostData(want), tol)
@@ -302,7 +302,7 @@ func TestCUDAOpsMatchCPU(t *testing.T) {
 					}
 					gsums := &sumsOp{f: gpu}
 					gotSums := devTensor(t, dt, gsums.outShape(), nil)
-					if err := gsums.cudaDo(gotSums, []gorgonia.Value{din[0], ddy, y}); err != nil {
+					if err := gsums.cudaRun(d, gotSums, []gorgonia.Value{din[0], ddy, y}); err != nil {
 						t.Fatal(err)
 					}
 					compare(t, "dγ, dβ", hostOf(t, gotSums), hostData(wantSums), tol)
@@ -311,7 +311,7 @@ func TestCUDAOpsMatchCPU(t *testing.T) {
 						t.Fatal(err)
 					}
 					dx := devTensor(t, dt, c.shape, nil)
-					if err := (&dxOp{f: gpu}).cudaDo(dx, []gorgonia.Value{din[0], ddy, gotSums}); err != nil {
+					if err := (&dxOp{f: gpu}).cudaRun(d, dx, []gorgonia.Value{din[0], ddy, gotSums}); err != nil {
 						t.Fatal(err)
 					}
 					compare(t, "dx", hostOf(t, dx), hostData(wantDx), tol)
@@ -348,19 +348,19 @@ func TestCUDAErrors(t *testing.T) {
 
 	// Backward before a forward.
 	dx := devTensor(t, tensor.Float32, c.shape, nil)
-	if err := (&dxOp{f: op}).cudaDo(dx, []gorgonia.Value{x, x, x}); !errors.Is(err, ErrState) {
+	if err := (&dxOp{f: op}).cudaRun(d, dx, []gorgonia.Value{x, x, x}); !errors.Is(err, ErrState) {
 		t.Errorf("backward before forward: %v, want ErrState", err)
 	}
 	// Output of the wrong shape or type.
 	bad := devTensor(t, tensor.Float64, c.shape, nil)
-	if err := op.cudaForward(d, bad, []gorgonia.Value{x, g, b}); !errors.Is(err, ErrShape) {
+	if err := op.cudaRun(d, bad, []gorgonia.Value{x, g, b}); !errors.Is(err, ErrShape) {
 		t.Errorf("float64 output: %v, want ErrShape", err)
 	}
 	// One value per channel in training.
 	one := devTensor(t, tensor.Float32, tensor.Shape{1, 3}, []float64{1, 2, 3})
 	c1 := cudaCase{shape: tensor.Shape{1, 3}, mode: Train}
 	op1, gb1, bb1 := newCaseOp(t, c1, tensor.Float32, r)
-	err := op1.cudaForward(d, devTensor(t, tensor.Float32, c1.shape, nil), []gorgonia.Value{one,
+	err := op1.cudaRun(d, devTensor(t, tensor.Float32, c1.shape, nil), []gorgonia.Value{one,
 		devTensor(t, tensor.Float32, tensor.Shape{3}, gb1), devTensor(t, tensor.Float32, tensor.Shape{3}, bb1)})
 	if !errors.Is(err, ErrTooFewValues) {
 		t.Errorf("N=1: %v, want ErrTooFewValues", err)
@@ -373,11 +373,26 @@ func TestCUDAErrors(t *testing.T) {
 	boom := errors.New("boom")
 	failing := &cudaDev{mod: d.mod, run: func(func() error) error { return boom }}
 	y := devTensor(t, tensor.Float32, c.shape, nil)
-	if err := op.cudaForward(failing, y, []gorgonia.Value{x, g, b}); !errors.Is(err, boom) {
+	if err := op.cudaRun(failing, y, []gorgonia.Value{x, g, b}); !errors.Is(err, boom) {
 		t.Errorf("failing device: %v, want boom", err)
 	}
-	if err := op.cudaForward(d, y, []gorgonia.Value{x, g, b}); err != nil {
+	if err := op.cudaRun(d, y, []gorgonia.Value{x, g, b}); err != nil {
 		t.Errorf("after a failure: %v", err)
+	}
+	// The backward on another device than its forward.
+	if err := (&dxOp{f: op}).cudaRun(failing, dx, []gorgonia.Value{x, x, y}); !errors.Is(err, ErrShape) {
+		t.Errorf("backward on another device: %v, want ErrShape", err)
+	}
+	// CUDADo on the CPU is Do; on a device without a CUDA machine, ErrDevice.
+	hx := hostTensor(tensor.Float32, c.shape, hostOf(t, x))
+	hg, hb := hostTensor(tensor.Float32, tensor.Shape{3}, gb), hostTensor(tensor.Float32, tensor.Shape{3}, bb)
+	if v, err := op.CUDADo(nil, gorgonia.CPU, nil, hx, hg, hb); err != nil {
+		t.Errorf("CUDADo on the CPU: %v", err)
+	} else {
+		compare(t, "CUDADo on the CPU", hostData(v), hostOf(t, y), 1e-6)
+	}
+	if _, err := op.CUDADo(nil, gorgonia.CPU+1, nil, x, g, b); !errors.Is(err, ErrDevice) {
+		t.Errorf("CUDADo without a CUDA machine: %v, want ErrDevice", err)
 	}
 }
 
@@ -439,9 +454,9 @@ func TestCUDASyncBN(t *testing.T) {
 						if errs[i] = cu.SetCurrentContext(cudaEnv.ctx); errs[i] != nil {
 							return
 						}
-						if errs[i] = op.cudaForward(dev, y, []gorgonia.Value{x, g, b}); errs[i] == nil {
-							if errs[i] = (&sumsOp{f: op}).cudaDo(sums, []gorgonia.Value{x, dy, y}); errs[i] == nil {
-								errs[i] = (&dxOp{f: op}).cudaDo(dx, []gorgonia.Value{x, dy, sums})
+						if errs[i] = op.cudaRun(dev, y, []gorgonia.Value{x, g, b}); errs[i] == nil {
+							if errs[i] = (&sumsOp{f: op}).cudaRun(dev, sums, []gorgonia.Value{x, dy, y}); errs[i] == nil {
+								errs[i] = (&dxOp{f: op}).cudaRun(dev, dx, []gorgonia.Value{x, dy, sums})
 							}
 						}
 					})
