@@ -7,6 +7,26 @@ package kern
 const planeMin = 16
 
 func (p *Plan[T]) blockStats(i int) {
+	p.blockStats1(i)
+	if p.direct {
+		bl := p.blocks[i]
+		k := bl.seg * p.l.C
+		copy(p.moms[k+bl.c0:k+bl.c1], p.part[bl.off:bl.off+bl.c1-bl.c0])
+	}
+}
+
+func (p *Plan[T]) blockSums(i int) {
+	p.blockSums1(i)
+	if p.direct {
+		bl := p.blocks[i]
+		dst := p.sums[bl.seg*p.l.C+bl.c0 : bl.seg*p.l.C+bl.c1]
+		for k, q := range p.part[bl.off : bl.off+len(dst)] {
+			dst[k] = [2]float64{q.Mean, q.M2}
+		}
+	}
+}
+
+func (p *Plan[T]) blockStats1(i int) {
 	bl := p.blocks[i]
 	C, S := p.l.C, p.l.S
 	part := p.part[bl.off : bl.off+bl.c1-bl.c0]
@@ -62,7 +82,7 @@ func (p *Plan[T]) blockStats(i int) {
 	}
 }
 
-func (p *Plan[T]) blockSums(i int) {
+func (p *Plan[T]) blockSums1(i int) {
 	bl := p.blocks[i]
 	C, S := p.l.C, p.l.S
 	part := p.part[bl.off : bl.off+bl.c1-bl.c0]
@@ -96,7 +116,7 @@ func (p *Plan[T]) blockSums(i int) {
 }
 
 func (p *Plan[T]) blockApply(i int) {
-	bl := p.blocks[i]
+	bl := p.ablocks[i]
 	C, S := p.l.C, p.l.S
 	k0 := bl.seg * C
 	if S == 1 {

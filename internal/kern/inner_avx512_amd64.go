@@ -248,131 +248,185 @@ func affine2AVX512[T Float](xs, dys, out []T, m, a, b, c float64) {
 }
 
 // The row kernels require w ≥ 8 channels, rows ≥ 1 and the slices checked
-// by their callers. They work on tiles of 16 (sums) or 32 (element-wise)
-// channels over all rows, then of 8, and end with the tile of the last 8
-// channels when w is not a multiple of 8 (its first lanes redo channels
-// already done, with the same result, and are not written).
+// by their callers. They walk the rows in order, four at a time, over
+// chunks of at most rowChunk channels, and keep the per-channel sums of a
+// chunk in float64 arrays on the stack (L1): every access to the data is
+// then sequential within a row, with no stride of a whole row between two
+// consecutive loads or between a store and the next loads, which defeated
+// the prefetchers and hit 4 KB aliasing at C = 1024. Lane k of a vector
+// holds channel k; the four rows are added one after the other, in row
+// order, with unfused operations, exactly as the portable loop does: the
+// results match it bit for bit. A chunk whose width is not a multiple of 8
+// ends with the vector of its last 8 channels, whose first lanes redo
+// channels already done (same result, not written; in place, the stored
+// value is kept).
+
+// rowChunk is the widest chunk of channels a row kernel works on at once.
+const rowChunk = 128
+
+// rowVecs returns the number of vectors of a chunk of wc ≥ 8 channels and
+// the channel offset of the last one.
+func rowVecs(wc int) (nv, last int) { return (wc + 7) / 8, wc - 8 }
+
+// st64 stores v into p[i:i+8] of float64 data.
+func st64(v vec, p unsafe.Pointer, i int) {
+	v.Store((*[8]float64)(unsafe.Add(p, 8*i)))
+}
 
 func rowStatsAVX512[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
 	w, px := len(part), ptr(x)
 	cv := archsimd.BroadcastFloat64x8(cnt)
-	var tm, tq [16]float64
-	k := 0
-	for ; k+16 <= w; k += 16 {
-		var s0, s1 vec
-		for o := k; o < rows*ld; o += ld {
-			s0 = s0.Add(at[T](px, o))
-			s1 = s1.Add(at[T](px, o+8))
+	var sa, qa, la [rowChunk + 8]float64
+	ps, pq, pl := unsafe.Pointer(&sa), unsafe.Pointer(&qa), unsafe.Pointer(&la)
+	nc := (w + rowChunk - 1) / rowChunk
+	for ci := range nc {
+		k0, k1 := ci*w/nc, (ci+1)*w/nc
+		nv, last := rowVecs(k1 - k0)
+		clear(sa[:8*nv])
+		clear(qa[:8*nv])
+		clear(la[:8*nv])
+		// Σx
+		n, o := 0, k0
+		for ; n+4 <= rows; n, o = n+4, o+4*ld {
+			for v := range nv {
+				c := o + min(8*v, last)
+				s := at64(ps, 8*v).Add(at[T](px, c)).Add(at[T](px, c+ld))
+				st64(s.Add(at[T](px, c+2*ld)).Add(at[T](px, c+3*ld)), ps, 8*v)
+			}
 		}
-		m0, m1 := s0.Div(cv), s1.Div(cv)
-		var q0, q1, l0, l1 vec
-		for o := k; o < rows*ld; o += ld {
-			d0 := at[T](px, o).Sub(m0)
-			q0 = q0.Add(d0.Mul(d0))
-			l0 = l0.Add(d0)
-			d1 := at[T](px, o+8).Sub(m1)
-			q1 = q1.Add(d1.Mul(d1))
-			l1 = l1.Add(d1)
+		for ; n < rows; n, o = n+1, o+ld {
+			for v := range nv {
+				st64(at64(ps, 8*v).Add(at[T](px, o+min(8*v, last))), ps, 8*v)
+			}
 		}
-		m0.Add(l0.Div(cv)).StoreSlice(tm[0:])
-		m1.Add(l1.Div(cv)).StoreSlice(tm[8:])
-		q0.Sub(l0.Mul(l0).Div(cv)).StoreSlice(tq[0:])
-		q1.Sub(l1.Mul(l1).Div(cv)).StoreSlice(tq[8:])
-		p := part[k : k+16]
-		for i := range p {
-			p[i] = Moments{N: cnt, Mean: tm[i], M2: tq[i]}
+		for v := range nv {
+			st64(at64(ps, 8*v).Div(cv), ps, 8*v)
 		}
-	}
-	for k < w {
-		k0 := min(k, w-8) // the last tile may overlap the one before
-		var s vec
-		for o := k0; o < rows*ld; o += ld {
-			s = s.Add(at[T](px, o))
+		// Σ(x−μ)², Σ(x−μ)
+		n, o = 0, k0
+		for ; n+4 <= rows; n, o = n+4, o+4*ld {
+			for v := range nv {
+				c := o + min(8*v, last)
+				m, q, l := at64(ps, 8*v), at64(pq, 8*v), at64(pl, 8*v)
+				d := at[T](px, c).Sub(m)
+				q, l = q.Add(d.Mul(d)), l.Add(d)
+				d = at[T](px, c+ld).Sub(m)
+				q, l = q.Add(d.Mul(d)), l.Add(d)
+				d = at[T](px, c+2*ld).Sub(m)
+				q, l = q.Add(d.Mul(d)), l.Add(d)
+				d = at[T](px, c+3*ld).Sub(m)
+				st64(q.Add(d.Mul(d)), pq, 8*v)
+				st64(l.Add(d), pl, 8*v)
+			}
 		}
-		m := s.Div(cv)
-		var q, l vec
-		for o := k0; o < rows*ld; o += ld {
-			d := at[T](px, o).Sub(m)
-			q = q.Add(d.Mul(d))
-			l = l.Add(d)
+		for ; n < rows; n, o = n+1, o+ld {
+			for v := range nv {
+				d := at[T](px, o+min(8*v, last)).Sub(at64(ps, 8*v))
+				st64(at64(pq, 8*v).Add(d.Mul(d)), pq, 8*v)
+				st64(at64(pl, 8*v).Add(d), pl, 8*v)
+			}
 		}
-		m.Add(l.Div(cv)).StoreSlice(tm[0:])
-		q.Sub(l.Mul(l).Div(cv)).StoreSlice(tq[0:])
-		for i := k - k0; i < 8; i++ {
-			part[k0+i] = Moments{N: cnt, Mean: tm[i], M2: tq[i]}
+		for v := range nv {
+			m, q, l := at64(ps, 8*v), at64(pq, 8*v), at64(pl, 8*v)
+			st64(m.Add(l.Div(cv)), ps, 8*v)
+			st64(q.Sub(l.Mul(l).Div(cv)), pq, 8*v)
 		}
-		k = k0 + 8
+		p, tail := part[k0:k1], 8*(nv-1)
+		for k := range p {
+			j := k
+			if k >= tail {
+				j = tail + k - last
+			}
+			p[k] = Moments{N: cnt, Mean: sa[j], M2: qa[j]}
+		}
 	}
 	archsimd.ClearAVXUpperBits()
 }
 
 func rowDotAVX512[T Float](x, dy []T, ld, rows int, mean []float64, part []Moments) {
 	w, px, pg, pm := len(part), ptr(x), ptr(dy), ptr(mean)
-	var ta, tb [16]float64
-	k := 0
-	for ; k+16 <= w; k += 16 {
-		m0, m1 := at64(pm, k), at64(pm, k+8)
-		var a0, a1, b0, b1 vec
-		for o := k; o < rows*ld; o += ld {
-			g0 := at[T](pg, o)
-			a0 = a0.Add(g0)
-			b0 = b0.Add(g0.Mul(at[T](px, o).Sub(m0)))
-			g1 := at[T](pg, o+8)
-			a1 = a1.Add(g1)
-			b1 = b1.Add(g1.Mul(at[T](px, o+8).Sub(m1)))
+	var aa, ba [rowChunk + 8]float64
+	pa, pb := unsafe.Pointer(&aa), unsafe.Pointer(&ba)
+	nc := (w + rowChunk - 1) / rowChunk
+	for ci := range nc {
+		k0, k1 := ci*w/nc, (ci+1)*w/nc
+		nv, last := rowVecs(k1 - k0)
+		clear(aa[:8*nv])
+		clear(ba[:8*nv])
+		n, o := 0, k0
+		for ; n+4 <= rows; n, o = n+4, o+4*ld {
+			for v := range nv {
+				j := min(8*v, last)
+				c := o + j
+				m, a, b := at64(pm, k0+j), at64(pa, 8*v), at64(pb, 8*v)
+				g := at[T](pg, c)
+				a, b = a.Add(g), b.Add(g.Mul(at[T](px, c).Sub(m)))
+				g = at[T](pg, c+ld)
+				a, b = a.Add(g), b.Add(g.Mul(at[T](px, c+ld).Sub(m)))
+				g = at[T](pg, c+2*ld)
+				a, b = a.Add(g), b.Add(g.Mul(at[T](px, c+2*ld).Sub(m)))
+				g = at[T](pg, c+3*ld)
+				st64(a.Add(g), pa, 8*v)
+				st64(b.Add(g.Mul(at[T](px, c+3*ld).Sub(m))), pb, 8*v)
+			}
 		}
-		a0.StoreSlice(ta[0:])
-		a1.StoreSlice(ta[8:])
-		b0.StoreSlice(tb[0:])
-		b1.StoreSlice(tb[8:])
-		p := part[k : k+16]
-		for i := range p {
-			p[i] = Moments{Mean: ta[i], M2: tb[i]}
+		for ; n < rows; n, o = n+1, o+ld {
+			for v := range nv {
+				j := min(8*v, last)
+				g := at[T](pg, o+j)
+				st64(at64(pa, 8*v).Add(g), pa, 8*v)
+				st64(at64(pb, 8*v).Add(g.Mul(at[T](px, o+j).Sub(at64(pm, k0+j)))), pb, 8*v)
+			}
 		}
-	}
-	for k < w {
-		k0 := min(k, w-8)
-		m := at64(pm, k0)
-		var a, b vec
-		for o := k0; o < rows*ld; o += ld {
-			g := at[T](pg, o)
-			a = a.Add(g)
-			b = b.Add(g.Mul(at[T](px, o).Sub(m)))
+		p, tail := part[k0:k1], 8*(nv-1)
+		for k := range p {
+			j := k
+			if k >= tail {
+				j = tail + k - last
+			}
+			p[k] = Moments{Mean: aa[j], M2: ba[j]}
 		}
-		a.StoreSlice(ta[0:])
-		b.StoreSlice(tb[0:])
-		for i := k - k0; i < 8; i++ {
-			part[k0+i] = Moments{Mean: ta[i], M2: tb[i]}
-		}
-		k = k0 + 8
 	}
 	archsimd.ClearAVXUpperBits()
 }
 
+// The element-wise row kernels go down the rows four at a time, each time
+// across the whole width: Apply gives them runs of whole rows, contiguous
+// in memory. Within a group of four rows all the loads of a vector come
+// before its stores: a store to out[r] followed by a load of x[r+ld] would
+// alias at 4 KB rows.
+
 func rowAffineAVX512[T Float](x, out []T, ld, rows int, m, b, c []float64) {
 	w, px, py := len(m), ptr(x), ptr(out)
 	pm, pb, pc := ptr(m), ptr(b), ptr(c)
-	k := 0
-	for ; k+32 <= w; k += 32 {
-		m0, m1, m2, m3 := at64(pm, k), at64(pm, k+8), at64(pm, k+16), at64(pm, k+24)
-		b0, b1, b2, b3 := at64(pb, k), at64(pb, k+8), at64(pb, k+16), at64(pb, k+24)
-		c0, c1, c2, c3 := at64(pc, k), at64(pc, k+8), at64(pc, k+16), at64(pc, k+24)
-		for o := k; o < rows*ld; o += ld {
-			put[T](at[T](px, o).Sub(m0).Mul(b0).Add(c0), py, o)
-			put[T](at[T](px, o+8).Sub(m1).Mul(b1).Add(c1), py, o+8)
-			put[T](at[T](px, o+16).Sub(m2).Mul(b2).Add(c2), py, o+16)
-			put[T](at[T](px, o+24).Sub(m3).Mul(b3).Add(c3), py, o+24)
+	nv, last := rowVecs(w)
+	keep := top(8 - (8*(nv-1) - last)) // out may alias x: overlapped lanes keep what was stored
+	n, o := 0, 0
+	for ; n+4 <= rows; n, o = n+4, o+4*ld {
+		for j := 0; j < 8*(nv-1); j += 8 {
+			mv, bv, cv := at64(pm, j), at64(pb, j), at64(pc, j)
+			r := o + j
+			y0 := at[T](px, r).Sub(mv).Mul(bv).Add(cv)
+			y1 := at[T](px, r+ld).Sub(mv).Mul(bv).Add(cv)
+			y2 := at[T](px, r+2*ld).Sub(mv).Mul(bv).Add(cv)
+			y3 := at[T](px, r+3*ld).Sub(mv).Mul(bv).Add(cv)
+			put[T](y0, py, r)
+			put[T](y1, py, r+ld)
+			put[T](y2, py, r+2*ld)
+			put[T](y3, py, r+3*ld)
+		}
+		mv, bv, cv := at64(pm, last), at64(pb, last), at64(pc, last)
+		for r := o + last; r < o+last+4*ld; r += ld {
+			y := at[T](px, r).Sub(mv).Mul(bv).Add(cv)
+			put[T](y.Merge(at[T](py, r), keep), py, r)
 		}
 	}
-	for k < w {
-		k0 := min(k, w-8)
-		keep := top(8 - (k - k0)) // out may alias x: overlapped lanes keep what was stored
-		mv, bv, cv := at64(pm, k0), at64(pb, k0), at64(pc, k0)
-		for o := k0; o < rows*ld; o += ld {
-			y := at[T](px, o).Sub(mv).Mul(bv).Add(cv)
-			put[T](y.Merge(at[T](py, o), keep), py, o)
+	for ; n < rows; n, o = n+1, o+ld {
+		for j := 0; j < 8*(nv-1); j += 8 {
+			put[T](at[T](px, o+j).Sub(at64(pm, j)).Mul(at64(pb, j)).Add(at64(pc, j)), py, o+j)
 		}
-		k = k0 + 8
+		y := at[T](px, o+last).Sub(at64(pm, last)).Mul(at64(pb, last)).Add(at64(pc, last))
+		put[T](y.Merge(at[T](py, o+last), keep), py, o+last)
 	}
 	archsimd.ClearAVXUpperBits()
 }
@@ -380,30 +434,36 @@ func rowAffineAVX512[T Float](x, out []T, ld, rows int, m, b, c []float64) {
 func rowAffine2AVX512[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float64) {
 	w, px, pg, py := len(m), ptr(x), ptr(dy), ptr(out)
 	pm, pa, pb, pc := ptr(m), ptr(a), ptr(b), ptr(c)
-	k := 0
-	for ; k+32 <= w; k += 32 {
-		for j := k; j < k+32; j += 16 {
-			// Two vectors at a time: 4 × 2 coefficient vectors stay in
-			// registers.
-			m0, m1 := at64(pm, j), at64(pm, j+8)
-			a0, a1 := at64(pa, j), at64(pa, j+8)
-			b0, b1 := at64(pb, j), at64(pb, j+8)
-			c0, c1 := at64(pc, j), at64(pc, j+8)
-			for o := j; o < rows*ld; o += ld {
-				put[T](a0.Mul(at[T](pg, o)).Add(at[T](px, o).Sub(m0).Mul(b0)).Add(c0), py, o)
-				put[T](a1.Mul(at[T](pg, o+8)).Add(at[T](px, o+8).Sub(m1).Mul(b1)).Add(c1), py, o+8)
-			}
+	nv, last := rowVecs(w)
+	keep := top(8 - (8*(nv-1) - last))
+	n, o := 0, 0
+	for ; n+4 <= rows; n, o = n+4, o+4*ld {
+		for j := 0; j < 8*(nv-1); j += 8 {
+			mv, av, bv, cv := at64(pm, j), at64(pa, j), at64(pb, j), at64(pc, j)
+			r := o + j
+			y0 := av.Mul(at[T](pg, r)).Add(at[T](px, r).Sub(mv).Mul(bv)).Add(cv)
+			y1 := av.Mul(at[T](pg, r+ld)).Add(at[T](px, r+ld).Sub(mv).Mul(bv)).Add(cv)
+			y2 := av.Mul(at[T](pg, r+2*ld)).Add(at[T](px, r+2*ld).Sub(mv).Mul(bv)).Add(cv)
+			y3 := av.Mul(at[T](pg, r+3*ld)).Add(at[T](px, r+3*ld).Sub(mv).Mul(bv)).Add(cv)
+			put[T](y0, py, r)
+			put[T](y1, py, r+ld)
+			put[T](y2, py, r+2*ld)
+			put[T](y3, py, r+3*ld)
+		}
+		mv, av, bv, cv := at64(pm, last), at64(pa, last), at64(pb, last), at64(pc, last)
+		for r := o + last; r < o+last+4*ld; r += ld {
+			y := av.Mul(at[T](pg, r)).Add(at[T](px, r).Sub(mv).Mul(bv)).Add(cv)
+			put[T](y.Merge(at[T](py, r), keep), py, r)
 		}
 	}
-	for k < w {
-		k0 := min(k, w-8)
-		keep := top(8 - (k - k0))
-		mv, av, bv, cv := at64(pm, k0), at64(pa, k0), at64(pb, k0), at64(pc, k0)
-		for o := k0; o < rows*ld; o += ld {
-			y := av.Mul(at[T](pg, o)).Add(at[T](px, o).Sub(mv).Mul(bv)).Add(cv)
-			put[T](y.Merge(at[T](py, o), keep), py, o)
+	for ; n < rows; n, o = n+1, o+ld {
+		for j := 0; j < 8*(nv-1); j += 8 {
+			y := at64(pa, j).Mul(at[T](pg, o+j)).Add(at[T](px, o+j).Sub(at64(pm, j)).Mul(at64(pb, j))).Add(at64(pc, j))
+			put[T](y, py, o+j)
 		}
-		k = k0 + 8
+		j := last
+		y := at64(pa, j).Mul(at[T](pg, o+j)).Add(at[T](px, o+j).Sub(at64(pm, j)).Mul(at64(pb, j))).Add(at64(pc, j))
+		put[T](y.Merge(at[T](py, o+j), keep), py, o+j)
 	}
 	archsimd.ClearAVXUpperBits()
 }

@@ -128,8 +128,19 @@ func rowStatsGo[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
 	}
 	x = x[:(rows-1)*ld+w]
 	// During the passes Mean holds Σx, then μ; M2 holds Σd² and N Σd.
+	// Four rows at a time: one load and store of each sum per four values,
+	// added one after the other in row order.
 	clear(part)
-	for n := range rows {
+	n := 0
+	for ; n+4 <= rows; n += 4 {
+		x0 := x[n*ld : n*ld+w]
+		x1, x2, x3 := x[(n+1)*ld:][:len(x0)], x[(n+2)*ld:][:len(x0)], x[(n+3)*ld:][:len(x0)]
+		part := part[:len(x0)]
+		for k, v := range x0 {
+			part[k].Mean = part[k].Mean + float64(v) + float64(x1[k]) + float64(x2[k]) + float64(x3[k])
+		}
+	}
+	for ; n < rows; n++ {
 		xs := x[n*ld : n*ld+w]
 		part := part[:len(xs)]
 		for k, v := range xs {
@@ -139,7 +150,24 @@ func rowStatsGo[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
 	for k := range part {
 		part[k].Mean /= cnt
 	}
-	for n := range rows {
+	n = 0
+	for ; n+4 <= rows; n += 4 {
+		x0 := x[n*ld : n*ld+w]
+		x1, x2, x3 := x[(n+1)*ld:][:len(x0)], x[(n+2)*ld:][:len(x0)], x[(n+3)*ld:][:len(x0)]
+		part := part[:len(x0)]
+		for k, v := range x0 {
+			m, q, l := part[k].Mean, part[k].M2, part[k].N
+			d := float64(v) - m
+			q, l = q+float64(d*d), l+d
+			d = float64(x1[k]) - m
+			q, l = q+float64(d*d), l+d
+			d = float64(x2[k]) - m
+			q, l = q+float64(d*d), l+d
+			d = float64(x3[k]) - m
+			part[k].M2, part[k].N = q+float64(d*d), l+d
+		}
+	}
+	for ; n < rows; n++ {
 		xs := x[n*ld : n*ld+w]
 		part := part[:len(xs)]
 		for k, v := range xs {
@@ -166,7 +194,26 @@ func rowDotGo[T Float](x, dy []T, ld, rows int, mean []float64, part []Moments) 
 	x = x[:(rows-1)*ld+w]
 	dy = dy[:len(x)]
 	mean = mean[:w]
-	for n := range rows {
+	n := 0
+	for ; n+4 <= rows; n += 4 {
+		x0 := x[n*ld : n*ld+w]
+		x1, x2, x3 := x[(n+1)*ld:][:len(x0)], x[(n+2)*ld:][:len(x0)], x[(n+3)*ld:][:len(x0)]
+		g0 := dy[n*ld:][:len(x0)]
+		g1, g2, g3 := dy[(n+1)*ld:][:len(x0)], dy[(n+2)*ld:][:len(x0)], dy[(n+3)*ld:][:len(x0)]
+		part, mean := part[:len(x0)], mean[:len(x0)]
+		for k, v := range x0 {
+			m, a, b := mean[k], part[k].Mean, part[k].M2
+			g := float64(g0[k])
+			a, b = a+g, b+float64(g*(float64(v)-m))
+			g = float64(g1[k])
+			a, b = a+g, b+float64(g*(float64(x1[k])-m))
+			g = float64(g2[k])
+			a, b = a+g, b+float64(g*(float64(x2[k])-m))
+			g = float64(g3[k])
+			part[k].Mean, part[k].M2 = a+g, b+float64(g*(float64(x3[k])-m))
+		}
+	}
+	for ; n < rows; n++ {
 		xs := x[n*ld : n*ld+w]
 		dys := dy[n*ld : n*ld+w]
 		for k, v := range xs {
