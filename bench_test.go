@@ -172,23 +172,29 @@ func graphBench(b *testing.B, s tensor.Shape, dt tensor.Dtype, backward bool, no
 	}
 }
 
-// BenchmarkGraph times this package's layer and Gorgonia's BatchNorm in a
-// TapeMachine, in training mode.
+// BenchmarkGraph times this package's layer (bn; bnreuse with
+// WithOutputReuse) and Gorgonia's BatchNorm in a TapeMachine, in training
+// mode.
 func BenchmarkGraph(b *testing.B) {
 	for _, pass := range []string{"fwd", "fwdbwd"} {
 		for _, s := range benchShapes {
 			for _, dt := range benchDtypes {
 				name := pass + "/" + shapeName(s, dt)
-				b.Run("bn/"+name, func(b *testing.B) {
-					graphBench(b, s, dt, pass == "fwdbwd", func(x *gorgonia.Node) (*gorgonia.Node, gorgonia.Nodes, error) {
-						l, err := New(x.Graph(), s[1], dt)
-						if err != nil {
-							return nil, nil, err
-						}
-						y, err := l.Apply(x)
-						return y, l.Learnables(), err
+				for _, v := range []struct {
+					name string
+					opts []Option
+				}{{"bn", nil}, {"bnreuse", []Option{WithOutputReuse(true)}}} {
+					b.Run(v.name+"/"+name, func(b *testing.B) {
+						graphBench(b, s, dt, pass == "fwdbwd", func(x *gorgonia.Node) (*gorgonia.Node, gorgonia.Nodes, error) {
+							l, err := New(x.Graph(), s[1], dt, v.opts...)
+							if err != nil {
+								return nil, nil, err
+							}
+							y, err := l.Apply(x)
+							return y, l.Learnables(), err
+						})
 					})
-				})
+				}
 				b.Run("gorgonia/"+name, func(b *testing.B) {
 					graphBench(b, s, dt, pass == "fwdbwd", func(x *gorgonia.Node) (*gorgonia.Node, gorgonia.Nodes, error) {
 						y, _, _, op, err := gorgonia.BatchNorm(x, nil, nil, 0.1, 1e-5)

@@ -129,7 +129,8 @@ func addT[T kern.Float](g, v gorgonia.Value, lo, hi int) error {
 // sumsOp computes [dγ ; dβ] and the per-segment sums dxOp needs.
 type sumsOp struct {
 	goOp
-	f *fwdOp
+	f   *fwdOp
+	out tensor.Tensor // the last output (WithOutputReuse)
 }
 
 func (op *sumsOp) Arity() int { return 3 }
@@ -156,7 +157,7 @@ func (op *sumsOp) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	if err := op.f.checkBackward(in, 3); err != nil {
 		return nil, err
 	}
-	out := tensor.New(tensor.Of(op.f.l.dt), tensor.WithShape(op.outShape()...))
+	out := op.f.l.output(&op.out, op.outShape())
 	if err := op.do(in, out); err != nil {
 		return nil, err
 	}
@@ -293,7 +294,8 @@ func (f *fwdOp) finishSums() ([]float64, error) {
 // dxOp computes dx.
 type dxOp struct {
 	goOp
-	f *fwdOp
+	f   *fwdOp
+	out tensor.Tensor // the last output (WithOutputReuse)
 }
 
 func (op *dxOp) Arity() int { return 3 }
@@ -316,7 +318,7 @@ func (op *dxOp) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	if err := op.f.checkBackward(in, 3); err != nil {
 		return nil, err
 	}
-	dx := tensor.New(tensor.Of(op.f.l.dt), tensor.WithShape(in[0].Shape().Clone()...))
+	dx := op.f.l.output(&op.out, in[0].Shape())
 	if err := op.do(in, dx); err != nil {
 		return nil, err
 	}

@@ -64,6 +64,7 @@ type config struct {
 	affine, track bool
 	ghost         int
 	name          string
+	reuse         bool
 	sync          *syncConfig
 }
 
@@ -134,6 +135,36 @@ func WithGhostBatch(size int) Option {
 // WithName names the layer; it prefixes the names of γ and β.
 func WithName(name string) Option {
 	return func(c *config) error { c.name = name; return nil }
+}
+
+// WithOutputReuse makes the layer's ops write every run's outputs (y, and
+// in the backward dx and [dγ ; dβ]) into the tensors of their previous run
+// instead of new ones (default off). Gorgonia's machines hand every op a new
+// output on every run; on small tensors allocating it — fresh memory, page
+// faults, garbage collection — costs more than the batch normalization
+// itself (measured 2–3× the whole forward of a 1 MB input; see README).
+// The price: a value of a previous run that is still held (y.Value(),
+// gorgonia.Read) is overwritten by the next run, so copy what you keep.
+func WithOutputReuse(on bool) Option {
+	return func(c *config) error { c.reuse = on; return nil }
+}
+
+// output returns a tensor of the layer's dtype and
+// the given shape for an op's result: a new one, or with WithOutputReuse
+// the one *keep holds when it still fits (a later op may have reshaped it
+// in place or turned it into a view; then a new one is kept).
+func (l *Layer) output(keep *tensor.Tensor, shape tensor.Shape) tensor.Tensor {
+	if l.cfg.reuse {
+		if d, ok := (*keep).(*tensor.Dense); ok && d.Dtype() == l.dt && !d.IsView() && !d.RequiresIterator() &&
+			d.Shape().Eq(shape) && d.DataSize() == shape.TotalSize() {
+			return d
+		}
+	}
+	t := tensor.New(tensor.Of(l.dt), tensor.WithShape(shape.Clone()...))
+	if l.cfg.reuse {
+		*keep = t
+	}
+	return t
 }
 
 var layerIDs atomic.Uint64
@@ -485,8 +516,9 @@ type fwdOp struct {
 	id   uint64
 	seg  Segmenter
 
-	plan any // *kern.Plan[float32] or *kern.Plan[float64]
-	dev  any // *cudaState (CUDA builds): the op's device plan and buffers
+	plan any           // *kern.Plan[float32] or *kern.Plan[float64]
+	out  tensor.Tensor // the last output (WithOutputReuse)
+	dev  any           // *cudaState (CUDA builds): the op's device plan and buffers
 
 	// SyncBN with ghost batches: this rank's place in the global batch.
 	ghostKnown                   bool
@@ -553,7 +585,7 @@ func (op *fwdOp) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	y := tensor.New(tensor.Of(op.l.dt), tensor.WithShape(x.Shape().Clone()...))
+	y := op.l.output(&op.out, x.Shape())
 	if err := op.forward(in, y); err != nil {
 		return nil, err
 	}

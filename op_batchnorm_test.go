@@ -939,6 +939,90 @@ func TestTapeMachineRepeatedRuns(t *testing.T) {
 	sameBits(t, "eval y across runs", e.yValue(), y1)
 }
 
+// TestOutputReuse: with WithOutputReuse the ops return the same tensors
+// run after run and the numbers are those of a layer without it (three
+// training steps on different batches, x, γ, β gradients); without it every
+// run returns new tensors. A reused tensor that a later op reshaped in
+// place or made a view is replaced, not written through.
+func TestOutputReuse(t *testing.T) {
+	r := rand.New(rand.NewSource(21))
+	shape := tensor.Shape{5, 3, 4}
+	for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
+		xs := roundTo(dt, channelData(r, shape))
+		ws := roundTo(dt, randn(r, len(xs), 0, 1))
+		plain := newEnv(t, dt, shape, refConfig{}, Train, tapeGrad, xs, ws)
+		reuse := newEnv(t, dt, shape, refConfig{reuse: true}, Train, tapeGrad, xs, ws)
+		for step := range 3 {
+			if step > 0 {
+				xs = roundTo(dt, channelData(r, shape))
+				plain.setX(xs)
+				reuse.setX(xs)
+			}
+			plain.mustRun()
+			reuse.mustRun()
+			sameBits(t, "y", reuse.yValue(), plain.yValue())
+			pdx, pdg, pdb := plain.gradValues()
+			rdx, rdg, rdb := reuse.gradValues()
+			sameBits(t, "dx", rdx, pdx)
+			sameBits(t, "dγ", rdg, pdg)
+			sameBits(t, "dβ", rdb, pdb)
+		}
+	}
+
+	for _, on := range []bool{false, true} {
+		g := gorgonia.NewGraph()
+		l, err := New(g, 3, tensor.Float64, WithOutputReuse(on))
+		must(t, err)
+		y, err := l.Apply(gorgonia.NewTensor(g, tensor.Float64, 3, gorgonia.WithShape(shape...), gorgonia.WithName("x")))
+		must(t, err)
+		op := y.Op().(*fwdOp)
+		in := func() []gorgonia.Value {
+			return []gorgonia.Value{tensorOf(tensor.Float64, shape, channelData(r, shape)),
+				tensorOf(tensor.Float64, tensor.Shape{3}, []float64{1, 2, 3}), tensorOf(tensor.Float64, tensor.Shape{3}, []float64{0, 1, 0})}
+		}
+		x1, x2 := in(), in()
+		y1, err := op.Do(x1...)
+		must(t, err)
+		dy := tensorOf(tensor.Float64, shape, channelData(r, shape))
+		y2, err := op.Do(x2...)
+		must(t, err)
+		if same := y1 == y2; same != on {
+			t.Errorf("reuse %v: second run returned the same tensor: %v", on, same)
+		}
+		sums := &sumsOp{f: op}
+		s2, err := sums.Do(x2[0], dy, y2)
+		must(t, err)
+		s3, err := sums.Do(x2[0], dy, y2)
+		must(t, err)
+		if same := s2 == s3; same != on {
+			t.Errorf("reuse %v: sums op returned the same tensor twice: %v", on, same)
+		}
+		if !on {
+			continue
+		}
+		// A later op reshaped the reused output in place.
+		want := append([]float64(nil), y2.Data().([]float64)...)
+		must(t, y2.(*tensor.Dense).Reshape(5, 12))
+		y3, err := op.Do(x2...)
+		must(t, err)
+		if y3 == y2 || !y3.Shape().Eq(shape) {
+			t.Fatalf("reshaped output reused: %v", y3.Shape())
+		}
+		sameBits(t, "y after a reshape", y3.Data().([]float64), want)
+		// ... or sliced a view of it: the next run replaces it.
+		v, err := y3.(*tensor.Dense).Slice(gorgonia.S(0, 2))
+		must(t, err)
+		if v.(*tensor.Dense).IsView() {
+			op.out = v.(*tensor.Dense)
+			y4, err := op.Do(x2...)
+			must(t, err)
+			if y4 == v || !y4.Shape().Eq(shape) {
+				t.Fatalf("view reused as output: %v", y4.Shape())
+			}
+		}
+	}
+}
+
 // TestTrainsWithSolvers trains x → Mul → BN → ReLU → Mul → BN → MSE vs
 // targets with Gorgonia's solvers: the loss must drop.
 func TestTrainsWithSolvers(t *testing.T) {

@@ -18,6 +18,7 @@ type refConfig struct {
 	noAffine   bool
 	noTrack    bool
 	ghost      int
+	reuse      bool // WithOutputReuse: no effect on the numbers
 }
 
 func (c refConfig) epsilon() float64 {
@@ -54,6 +55,9 @@ func (c refConfig) options() []Option {
 	}
 	if c.ghost != 0 {
 		o = append(o, WithGhostBatch(c.ghost))
+	}
+	if c.reuse {
+		o = append(o, WithOutputReuse(true))
 	}
 	return o
 }
