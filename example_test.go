@@ -184,3 +184,35 @@ func ExampleLayer_MarshalBinary() {
 	// trained [1.107 -0.435 2.688 -0.040 9.012 1.542]
 	// loaded  [1.107 -0.435 2.688 -0.040 9.012 1.542]
 }
+
+// With output reuse every run writes y into the same tensor: a value kept
+// from an earlier run changes with the next run unless it was copied.
+func ExampleWithOutputReuse() {
+	g := gorgonia.NewGraph()
+	x := input(g, "x", tensor.Shape{2, 1}, []float64{1, 3})
+	l, err := bn.New(g, 1, tensor.Float64, bn.WithOutputReuse(true))
+	if err != nil {
+		log.Fatal(err)
+	}
+	y, err := l.Apply(x)
+	if err != nil {
+		log.Fatal(err)
+	}
+	m := gorgonia.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		log.Fatal(err)
+	}
+	held := y.Value()                                          // the op's tensor
+	kept := append([]float64(nil), held.Data().([]float64)...) // a copy
+	if err := gorgonia.Let(x, tensor.New(tensor.WithShape(2, 1), tensor.WithBacking([]float64{3, 1}))); err != nil {
+		log.Fatal(err)
+	}
+	m.Reset()
+	if err := m.RunAll(); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("held %.0f, copy %.0f, same tensor: %v\n", held.Data(), kept, y.Value() == held)
+	// Output:
+	// held [1 -1], copy [-1 1], same tensor: true
+}
