@@ -99,6 +99,7 @@ go test -c -tags bncuda -o /dev/null .
 
 stub=$(mktemp -d)
 trap 'rm -rf "$tmp" "$stub"' EXIT
+go mod download gorgonia.org/cu
 cp -r "$(go list -m -f '{{.Dir}}' gorgonia.org/cu)" "$stub/cu"
 chmod -R u+w "$stub/cu"
 rm -rf "$stub/cu/dnn"
