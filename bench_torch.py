@@ -11,7 +11,12 @@ Forward: F.batch_norm. Forward+backward: F.batch_norm then
 torch.autograd.grad(y, (x, w, b), dy) with a contiguous dy (y.sum().backward()
 would take a slow stride-0 path). Prints the median of 20 timed calls (after
 3 warm-up calls) in microseconds.
+
+    /usr/bin/python3 bench_torch.py --reps 200 --only 256x1024,8x256x14x14
+
+times only the named shapes, with more calls.
 """
+import argparse
 import statistics
 import time
 
@@ -34,10 +39,17 @@ def median_us(fn, reps=20, warm=3):
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=20, help="timed calls per median")
+    ap.add_argument("--only", default="", help="comma-separated shapes, e.g. 256x1024")
+    args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'shape':>16} {'dtype':>8} {'fwd µs':>10} {'fwd+bwd µs':>11}")
     for shape in SHAPES:
+        if only and "x".join(map(str, shape)) not in only:
+            continue
         for dt in DTYPES:
             g = torch.Generator().manual_seed(1)
             c = shape[1]
@@ -56,7 +68,7 @@ def main():
                 torch.autograd.grad(y, (x, w, b), dy)
 
             name = "x".join(map(str, shape))
-            print(f"{name:>16} {str(dt).replace('torch.', ''):>8} {median_us(fwd):10.0f} {median_us(fwdbwd):11.0f}")
+            print(f"{name:>16} {str(dt).replace('torch.', ''):>8} {median_us(fwd, args.reps):10.0f} {median_us(fwdbwd, args.reps):11.0f}")
 
 
 if __name__ == "__main__":
