@@ -518,7 +518,8 @@ type fwdOp struct {
 
 	plan any           // *kern.Plan[float32] or *kern.Plan[float64]
 	out  tensor.Tensor // the last output (WithOutputReuse)
-	dev  any           // *cudaState (CUDA builds): the op's device plan and buffers
+	//lint:ignore U1000 used by op_cuda.go (tags cuda, bncuda)
+	dev any // *cudaState (CUDA builds): the op's device plan and buffers
 
 	// SyncBN with ghost batches: this rank's place in the global batch.
 	ghostKnown                   bool

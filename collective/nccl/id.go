@@ -120,6 +120,7 @@ type options struct {
 // compute garbage instead of failing with ErrMismatch.
 func Unchecked() Option { return func(o *options) { o.unchecked = true } }
 
+//lint:ignore U1000 used by comm.go (tag cuda)
 func makeOptions(opts []Option) options {
 	var o options
 	for _, f := range opts {

@@ -198,12 +198,10 @@ func (p *Plan[T]) run(i int) {
 	switch p.phase {
 	case phaseStats:
 		p.blockStats(i)
-	case phaseReduceStats:
-		p.reduceStats(i)
+	case phaseReduceStats, phaseReduceSums:
+		p.reduceRange(p.chunk(i))
 	case phaseSums:
 		p.blockSums(i)
-	case phaseReduceSums:
-		p.reduceSums(i)
 	case phaseApply:
 		p.blockApply(i)
 	}
@@ -220,19 +218,7 @@ func (p *Plan[T]) Stats(x []T, out []Moments) {
 	p.x, p.moms = x, out
 	p.phase = phaseStats
 	p.f.do(len(p.blocks), p.threads, p)
-	C := p.l.C
-	switch {
-	case p.direct:
-		for _, s := range p.empty {
-			clear(out[s*C : s*C+C])
-		}
-	case len(p.part) < serialReduce:
-		p.reduceStatsRange(0, C)
-	default:
-		p.phase = phaseReduceStats
-		p.f.do(p.chunks, p.threads, p)
-	}
-	p.release()
+	p.reduce(phaseReduceStats)
 }
 
 // BackwardSums computes, for every (segment, channel), Σdy and Σdy·(x−μ)
@@ -241,16 +227,28 @@ func (p *Plan[T]) BackwardSums(x, dy []T, mean []float64, sums [][2]float64) {
 	p.x, p.dy, p.mean, p.sums = x, dy, mean, sums
 	p.phase = phaseSums
 	p.f.do(len(p.blocks), p.threads, p)
+	p.reduce(phaseReduceSums)
+}
+
+// reduce ends Stats (phase phaseReduceStats) or BackwardSums
+// (phaseReduceSums) after their block phase: either the blocks wrote the
+// results themselves (direct; the segments without samples get zeros), or
+// their partial results are merged — on the caller when they are few.
+func (p *Plan[T]) reduce(phase int) {
+	p.phase = phase
 	C := p.l.C
 	switch {
 	case p.direct:
 		for _, s := range p.empty {
-			clear(sums[s*C : s*C+C])
+			if phase == phaseReduceStats {
+				clear(p.moms[s*C : s*C+C])
+			} else {
+				clear(p.sums[s*C : s*C+C])
+			}
 		}
 	case len(p.part) < serialReduce:
-		p.reduceSumsRange(0, C)
+		p.reduceRange(0, C)
 	default:
-		p.phase = phaseReduceSums
 		p.f.do(p.chunks, p.threads, p)
 	}
 	p.release()
@@ -277,11 +275,16 @@ func (p *Plan[T]) chunk(i int) (int, int) {
 	return i * C / p.chunks, (i + 1) * C / p.chunks
 }
 
-func (p *Plan[T]) reduceStats(i int) { p.reduceStatsRange(p.chunk(i)) }
-func (p *Plan[T]) reduceSums(i int)  { p.reduceSumsRange(p.chunk(i)) }
-
-// reduceStatsRange merges the partial moments of channels [ca, cb) of every
+// reduceRange merges the partial results of channels [ca, cb) of every
 // segment, block after block: the order depends only on the layout.
+func (p *Plan[T]) reduceRange(ca, cb int) {
+	if p.phase == phaseReduceSums {
+		p.reduceSumsRange(ca, cb)
+		return
+	}
+	p.reduceStatsRange(ca, cb)
+}
+
 func (p *Plan[T]) reduceStatsRange(ca, cb int) {
 	C := p.l.C
 	for s := range p.l.Segments() {
