@@ -57,7 +57,12 @@ func (op *fwdOp) SymDiff(inputs gorgonia.Nodes, output, grad *gorgonia.Node) (go
 }
 
 // DoDiff accumulates the gradients of x, γ and β for the LispMachine.
+// It computes on the host: on a CUDA device (Gorgonia's cuda build) it
+// returns ErrDevice; use the TapeMachine and gorgonia.Grad there.
 func (op *fwdOp) DoDiff(ctx gorgonia.ExecutionContext, inputs gorgonia.Nodes, output *gorgonia.Node) error {
+	if ctx.Device != gorgonia.CPU {
+		return fmt.Errorf("%w: the LispMachine's backward of %v on device %v is not supported; use the TapeMachine", ErrDevice, op, ctx.Device)
+	}
 	if len(inputs) != op.Arity() {
 		return fmt.Errorf("%w: %v takes %d inputs, got %d", ErrShape, op, op.Arity(), len(inputs))
 	}

@@ -1277,6 +1277,11 @@ func TestDoRejectsBadInputs(t *testing.T) {
 	if _, err := (&sumsOp{f: fwd}).Do(e.x.Value(), x32, e.x.Value()); !errors.Is(err, ErrDtype) {
 		t.Errorf("sums with a float32 dy: %v", err)
 	}
+	// The LispMachine's backward on a device.
+	dev := gorgonia.ExecutionContext{Device: gorgonia.CPU + 1}
+	if err := fwd.DoDiff(dev, gorgonia.Nodes{e.x, e.l.Gamma(), e.l.Beta()}, e.y); !errors.Is(err, ErrDevice) {
+		t.Errorf("DoDiff on a device: %v, want ErrDevice", err)
+	}
 }
 
 func TestSetRunningStatsErrors(t *testing.T) {
