@@ -16,7 +16,10 @@
 #      i.e. with Gorgonia's own cuda build, against a copy of gorgonia.org/cu
 #      whose cu/dnn (cuDNN) is a compile-only stub: Gorgonia's cuda code uses
 #      nothing of cuDNN but a Context type, and this checks
-#      op_cuda_gorgonia.go, the part of the ops' wiring that needs that build.
+#      op_cuda_gorgonia.go, the part of the ops' wiring that needs that build;
+#   6. run the tests of the ops' CUDA path (op_cuda_test.go) against the CPU
+#      emulation of cudaops (testdata/emu: bn.cu compiled for the CPU, a
+#      stand-in for gorgonia.org/cu; needs g++): safe, it has no GPU check.
 #
 # It never runs a cuda-tagged binary: gorgonia.org/cu's init exits the
 # process when there is no GPU. Run the tagged tests on a GPU machine (see
@@ -129,4 +132,6 @@ log "go vet -tags cuda . ./domainbn (Gorgonia's cuda build, stub cuDNN)"
 GOWORK=$stub/go.work go vet -tags cuda . ./domainbn/ >"$stub/vet.log" 2>&1 || { cat "$stub/vet.log"; exit 1; }
 log "go test -c -tags cuda . (Gorgonia's cuda build, stub cuDNN; build only)"
 GOWORK=$stub/go.work go test -c -tags cuda -o /dev/null . >"$stub/build.log" 2>&1 || { cat "$stub/build.log"; exit 1; }
+log "the ops' CUDA path against the CPU ops, on the emulation of cudaops"
+cudaops/testdata/emu/run.sh bn
 log "ok"
