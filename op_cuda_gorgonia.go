@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/gorgonia-bn/bn/cudaops"
+	"gorgonia.org/cu"
 	"gorgonia.org/gorgonia"
 )
 
@@ -62,6 +63,12 @@ func cudaDevice(extern gorgonia.External, dev gorgonia.Device) (*cudaDev, error)
 			ctx.DoWork() // Gorgonia's batched calls queued before this op
 			if err := ctx.Errors(); err != nil {
 				ferr = devErr("queued CUDA calls", err)
+				return nil
+			}
+			// The engine's thread makes its context current only when it
+			// processes a batch; cudaops calls the driver directly.
+			if err := cu.SetCurrentContext(ctx.CUDAContext()); err != nil {
+				ferr = devErr("set context", err)
 				return nil
 			}
 			ferr = f()
