@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"sync"
 	"testing"
 )
 
@@ -328,6 +329,62 @@ func TestThreadsDeterminism(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConcurrentPlans: several goroutines (in-process ranks) run their own
+// plans on the shared workers at the same time, many times: every call
+// finishes (no lost or double-run item, no deadlock between callers) and
+// gives the bit-identical results of a one-goroutine plan.
+func TestConcurrentPlans(t *testing.T) {
+	cases := layouts()
+	const G, reps = 6, 40
+	type result struct {
+		m []Moments
+		s [][2]float64
+		d []float64
+	}
+	run := func(lc layoutCase, th int, x, dy []float64, mean, a, b, c []float64) result {
+		L, K := lc.l.Len(), nsegOf(lc.l)*lc.l.C
+		p := NewPlan[float64](lc.l, th)
+		res := result{m: make([]Moments, K), s: make([][2]float64, K), d: make([]float64, L)}
+		p.Stats(x, res.m)
+		p.BackwardSums(x, dy, mean, res.s)
+		p.Apply(x, dy, res.d, mean, a, b, c)
+		return res
+	}
+	errs := make([]error, G)
+	var wg sync.WaitGroup
+	for g := range G {
+		lc := cases[g%len(cases)]
+		r := rand.New(rand.NewSource(int64(700 + g)))
+		L, K := lc.l.Len(), nsegOf(lc.l)*lc.l.C
+		x, dy := randData(r, L, 5, 3), randData(r, L, 0, 1)
+		mean, a, b, c := randData(r, K, 5, 1), randData(r, K, 0, 1), randData(r, K, 1, 1), randData(r, K, 0, 1)
+		want := run(lc, 1, x, dy, mean, a, b, c)
+		wg.Go(func() {
+			for i := range reps {
+				got := run(lc, 0, x, dy, mean, a, b, c)
+				for k := range want.m {
+					if got.m[k] != want.m[k] || got.s[k] != want.s[k] {
+						errs[g] = fmt.Errorf("%s, call %d: (segment, channel) %d differs", lc.name, i, k)
+						return
+					}
+				}
+				for k := range want.d {
+					if got.d[k] != want.d[k] {
+						errs[g] = fmt.Errorf("%s, call %d: element %d differs", lc.name, i, k)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
 	}
 }
 
