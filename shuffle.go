@@ -471,34 +471,5 @@ func (op *permOp) DoDiff(ctx gorgonia.ExecutionContext, inputs gorgonia.Nodes, o
 	if err != nil {
 		return err
 	}
-	g, err := inputs[0].Grad()
-	if err != nil {
-		return err
-	}
-	switch g.Dtype() {
-	case tensor.Float32:
-		return accumulate[float32](g, dx)
-	case tensor.Float64:
-		return accumulate[float64](g, dx)
-	}
-	return fmt.Errorf("%w: gradient of %v", ErrDtype, g.Dtype())
-}
-
-// accumulate adds v to the gradient g in place.
-func accumulate[T float32 | float64](g, v gorgonia.Value) error {
-	dst, err := data[T](g)
-	if err != nil {
-		return err
-	}
-	src, err := data[T](v)
-	if err != nil {
-		return err
-	}
-	if len(src) != len(dst) {
-		return fmt.Errorf("%w: gradient of %d values, got %d", ErrShape, len(dst), len(src))
-	}
-	for i := range dst {
-		dst[i] += src[i]
-	}
-	return nil
+	return addInto(inputs[0], dx, 0, -1)
 }

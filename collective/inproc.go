@@ -173,6 +173,21 @@ func (c *call) fault(f proto.Fault, detail string) {
 	}
 }
 
+// pairFaults records the first fault of a call with a send and a recv
+// buffer: host buffers of one dtype, the call's own check of the counts
+// (f, d), buffers that do not overlap.
+func (c *call) pairFaults(send, recv Buffer, f proto.Fault, d string) {
+	c.fault(hostFault(send, "send"))
+	c.fault(hostFault(recv, "recv"))
+	if recv.dtype != send.dtype {
+		c.fault(proto.BadRecvDtype, fmt.Sprintf("send is %v, recv is %v", send.dtype, recv.dtype))
+	}
+	c.fault(f, d)
+	if overlaps(send, recv) {
+		c.fault(proto.Overlap, "send and recv overlap")
+	}
+}
+
 // AllReduce reduces buf element-wise over all ranks, in place.
 func (c *inproc) AllReduce(ctx context.Context, buf Buffer, op ReduceOp) error {
 	cl := call{hdr: proto.Header{Kind: proto.AllReduce, Dtype: int(buf.dtype), Op: int(op), Len: buf.n}, buf: buf}
@@ -255,15 +270,8 @@ func (c *inproc) AllGather(ctx context.Context, send, recv Buffer, counts []int)
 		recv:   recv,
 		counts: counts,
 	}
-	cl.fault(hostFault(send, "send"))
-	cl.fault(hostFault(recv, "recv"))
-	if recv.dtype != send.dtype {
-		cl.fault(proto.BadRecvDtype, fmt.Sprintf("send is %v, recv is %v", send.dtype, recv.dtype))
-	}
-	cl.fault(proto.CheckAllGather(&cl.hdr, counts, c.rank, c.g.size))
-	if overlaps(send, recv) {
-		cl.fault(proto.Overlap, "send and recv overlap")
-	}
+	f, d := proto.CheckAllGather(&cl.hdr, counts, c.rank, c.g.size)
+	cl.pairFaults(send, recv, f, d)
 	if err := c.enter(ctx, &cl); err != nil {
 		return err
 	}
@@ -320,15 +328,8 @@ func (c *inproc) AllToAll(ctx context.Context, send Buffer, sendCounts []int, re
 		counts:     sendCounts,
 		recvCounts: recvCounts,
 	}
-	cl.fault(hostFault(send, "send"))
-	cl.fault(hostFault(recv, "recv"))
-	if recv.dtype != send.dtype {
-		cl.fault(proto.BadRecvDtype, fmt.Sprintf("send is %v, recv is %v", send.dtype, recv.dtype))
-	}
-	cl.fault(proto.CheckAllToAll(&cl.hdr, sendCounts, recvCounts, c.g.size))
-	if overlaps(send, recv) {
-		cl.fault(proto.Overlap, "send and recv overlap")
-	}
+	f, d := proto.CheckAllToAll(&cl.hdr, sendCounts, recvCounts, c.g.size)
+	cl.pairFaults(send, recv, f, d)
 	if err := c.enter(ctx, &cl); err != nil {
 		return err
 	}

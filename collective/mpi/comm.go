@@ -563,6 +563,23 @@ func fault(h *proto.Header, detail *string, f proto.Fault, d string) {
 	}
 }
 
+// pairFaults records the first fault of a call with a send and a recv
+// buffer: host buffers of one dtype, the call's own check of the counts
+// (f, d), buffers that do not overlap.
+func pairFaults(h *proto.Header, detail *string, send, recv collective.Buffer, f proto.Fault, d string) {
+	sf, sd := hostFault(send, "send")
+	fault(h, detail, sf, sd)
+	rf, rd := hostFault(recv, "recv")
+	fault(h, detail, rf, rd)
+	if recv.Dtype() != send.Dtype() {
+		fault(h, detail, proto.BadRecvDtype, fmt.Sprintf("send is %v, recv is %v", send.Dtype(), recv.Dtype()))
+	}
+	fault(h, detail, f, d)
+	if h.Fault == proto.OK && overlaps(send, recv) {
+		fault(h, detail, proto.Overlap, "send and recv overlap")
+	}
+}
+
 // addr returns the address of b's first element, pinned until end (or for
 // good if the call is abandoned); empty buffers get a dummy C address.
 func (c *comm) addr(b collective.Buffer) unsafe.Pointer {
@@ -729,18 +746,8 @@ func foldGathered[T kernel.Float](op kernel.Op, dst, all []T) {
 func (c *comm) AllGather(ctx context.Context, send, recv collective.Buffer, counts []int) error {
 	h := proto.Header{Kind: proto.AllGather, Dtype: int(send.Dtype()), Len: send.Len(), RecvLen: recv.Len()}
 	var detail string
-	f, d := hostFault(send, "send")
-	fault(&h, &detail, f, d)
-	f, d = hostFault(recv, "recv")
-	fault(&h, &detail, f, d)
-	if recv.Dtype() != send.Dtype() {
-		fault(&h, &detail, proto.BadRecvDtype, fmt.Sprintf("send is %v, recv is %v", send.Dtype(), recv.Dtype()))
-	}
-	f, d = proto.CheckAllGather(&h, counts, c.rank, c.size)
-	fault(&h, &detail, f, d)
-	if h.Fault == proto.OK && overlaps(send, recv) {
-		fault(&h, &detail, proto.Overlap, "send and recv overlap")
-	}
+	f, d := proto.CheckAllGather(&h, counts, c.rank, c.size)
+	pairFaults(&h, &detail, send, recv, f, d)
 	if err := c.begin(ctx, &h, detail); err != nil {
 		return err
 	}
@@ -832,18 +839,8 @@ func (c *comm) Broadcast(ctx context.Context, buf collective.Buffer, root int) e
 func (c *comm) AllToAll(ctx context.Context, send collective.Buffer, sendCounts []int, recv collective.Buffer, recvCounts []int) error {
 	h := proto.Header{Kind: proto.AllToAll, Dtype: int(send.Dtype()), Len: send.Len(), RecvLen: recv.Len()}
 	var detail string
-	f, d := hostFault(send, "send")
-	fault(&h, &detail, f, d)
-	f, d = hostFault(recv, "recv")
-	fault(&h, &detail, f, d)
-	if recv.Dtype() != send.Dtype() {
-		fault(&h, &detail, proto.BadRecvDtype, fmt.Sprintf("send is %v, recv is %v", send.Dtype(), recv.Dtype()))
-	}
-	f, d = proto.CheckAllToAll(&h, sendCounts, recvCounts, c.size)
-	fault(&h, &detail, f, d)
-	if h.Fault == proto.OK && overlaps(send, recv) {
-		fault(&h, &detail, proto.Overlap, "send and recv overlap")
-	}
+	f, d := proto.CheckAllToAll(&h, sendCounts, recvCounts, c.size)
+	pairFaults(&h, &detail, send, recv, f, d)
 	if err := c.begin(ctx, &h, detail); err != nil {
 		return err
 	}
