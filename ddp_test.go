@@ -219,7 +219,7 @@ func TestDataParallelSyncBNEqualsOneWorker(t *testing.T) {
 			}
 			for r, st := range got {
 				for i := range want {
-					shClose(t, fmt.Sprintf("rank %d %s", r, ddpStateNames[i]), st[i], want[i], 1e-10)
+					assertClose(t, fmt.Sprintf("rank %d %s", r, ddpStateNames[i]), st[i], want[i], 1e-10)
 					if !slices.Equal(st[i], got[0][i]) {
 						t.Fatalf("%s differs between ranks 0 and %d", ddpStateNames[i], r)
 					}

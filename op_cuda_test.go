@@ -126,31 +126,6 @@ func hostOf(t *testing.T, v tensor.Tensor) []float64 {
 	return out
 }
 
-func hostTensor(dt tensor.Dtype, shape tensor.Shape, src []float64) tensor.Tensor {
-	if dt == tensor.Float32 {
-		d := make([]float32, len(src))
-		for i, v := range src {
-			d[i] = float32(v)
-		}
-		return tensor.New(tensor.WithShape(shape.Clone()...), tensor.WithBacking(d))
-	}
-	return tensor.New(tensor.WithShape(shape.Clone()...), tensor.WithBacking(append([]float64(nil), src...)))
-}
-
-func hostData(v gorgonia.Value) []float64 {
-	switch d := v.Data().(type) {
-	case []float32:
-		out := make([]float64, len(d))
-		for i, x := range d {
-			out[i] = float64(x)
-		}
-		return out
-	case []float64:
-		return append([]float64(nil), d...)
-	}
-	return nil
-}
-
 // fixedSegs is a Segmenter with a fixed segment per sample: segment
 // i % nseg, normalized alone, statistics group and affine group seg % 2.
 type fixedSegs struct{ nseg int }
@@ -243,14 +218,6 @@ func newCaseOp(t *testing.T, c cudaCase, dt tensor.Dtype, r *rand.Rand) (*fwdOp,
 	return y.Op().(*fwdOp), gb, bb
 }
 
-func randVals(r *rand.Rand, n int, off, sc float64) []float64 {
-	v := make([]float64, n)
-	for i := range v {
-		v[i] = off + sc*r.NormFloat64()
-	}
-	return v
-}
-
 func TestCUDAOpsMatchCPU(t *testing.T) {
 	d := testDev(t)
 	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
@@ -269,12 +236,12 @@ func TestCUDAOpsMatchCPU(t *testing.T) {
 					pshape = tensor.Shape{cpu.l.affGroups, cpu.l.c}
 				}
 				for step := range 2 {
-					xs := randVals(r, c.shape.TotalSize(), 3, 2)
-					dys := randVals(r, c.shape.TotalSize(), 0, 1)
-					hin := []gorgonia.Value{hostTensor(dt, c.shape, xs)}
+					xs := randn(r, c.shape.TotalSize(), 3, 2)
+					dys := randn(r, c.shape.TotalSize(), 0, 1)
+					hin := []gorgonia.Value{tensorOf(dt, c.shape, xs)}
 					din := []gorgonia.Value{devTensor(t, dt, c.shape, xs)}
 					if gb != nil {
-						hin = append(hin, hostTensor(dt, pshape, gb), hostTensor(dt, pshape, bb))
+						hin = append(hin, tensorOf(dt, pshape, gb), tensorOf(dt, pshape, bb))
 						din = append(din, devTensor(t, dt, pshape, gb), devTensor(t, dt, pshape, bb))
 					}
 					want, err := cpu.Do(hin...)
@@ -285,7 +252,7 @@ func TestCUDAOpsMatchCPU(t *testing.T) {
 					if err := gpu.cudaRun(d, y, din); err != nil {
 						t.Fatal(err)
 					}
-					compare(t, fmt.Sprintf("step %d: y", step), hostOf(t, y), hostData(want), tol)
+					compare(t, fmt.Sprintf("step %d: y", step), hostOf(t, y), valuesOf(t, want), tol)
 					wm, wv := cpu.l.RunningStats()
 					gm, gv := gpu.l.RunningStats()
 					compare(t, "running mean", gm, wm, tol)
@@ -294,7 +261,7 @@ func TestCUDAOpsMatchCPU(t *testing.T) {
 						t.Errorf("tracked %d, want %d", g, w)
 					}
 
-					hdy, ddy := hostTensor(dt, c.shape, dys), devTensor(t, dt, c.shape, dys)
+					hdy, ddy := tensorOf(dt, c.shape, dys), devTensor(t, dt, c.shape, dys)
 					sums := &sumsOp{f: cpu}
 					wantSums, err := sums.Do(hin[0], hdy, want)
 					if err != nil {
@@ -305,7 +272,7 @@ func TestCUDAOpsMatchCPU(t *testing.T) {
 					if err := gsums.cudaRun(d, gotSums, []gorgonia.Value{din[0], ddy, y}); err != nil {
 						t.Fatal(err)
 					}
-					compare(t, "dγ, dβ", hostOf(t, gotSums), hostData(wantSums), tol)
+					compare(t, "dγ, dβ", hostOf(t, gotSums), valuesOf(t, wantSums), tol)
 					wantDx, err := (&dxOp{f: cpu}).Do(hin[0], hdy, wantSums)
 					if err != nil {
 						t.Fatal(err)
@@ -314,7 +281,7 @@ func TestCUDAOpsMatchCPU(t *testing.T) {
 					if err := (&dxOp{f: gpu}).cudaRun(d, dx, []gorgonia.Value{din[0], ddy, gotSums}); err != nil {
 						t.Fatal(err)
 					}
-					compare(t, "dx", hostOf(t, dx), hostData(wantDx), tol)
+					compare(t, "dx", hostOf(t, dx), valuesOf(t, wantDx), tol)
 				}
 			})
 		}
@@ -343,7 +310,7 @@ func TestCUDAErrors(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
 	c := cudaCase{shape: tensor.Shape{4, 3, 5}, mode: Train}
 	op, gb, bb := newCaseOp(t, c, tensor.Float32, r)
-	x := devTensor(t, tensor.Float32, c.shape, randVals(r, 60, 0, 1))
+	x := devTensor(t, tensor.Float32, c.shape, randn(r, 60, 0, 1))
 	g, b := devTensor(t, tensor.Float32, tensor.Shape{3}, gb), devTensor(t, tensor.Float32, tensor.Shape{3}, bb)
 
 	// Backward before a forward.
@@ -384,12 +351,12 @@ func TestCUDAErrors(t *testing.T) {
 		t.Errorf("backward on another device: %v, want ErrShape", err)
 	}
 	// CUDADo on the CPU is Do; on a device without a CUDA machine, ErrDevice.
-	hx := hostTensor(tensor.Float32, c.shape, hostOf(t, x))
-	hg, hb := hostTensor(tensor.Float32, tensor.Shape{3}, gb), hostTensor(tensor.Float32, tensor.Shape{3}, bb)
+	hx := tensorOf(tensor.Float32, c.shape, hostOf(t, x))
+	hg, hb := tensorOf(tensor.Float32, tensor.Shape{3}, gb), tensorOf(tensor.Float32, tensor.Shape{3}, bb)
 	if v, err := op.CUDADo(nil, gorgonia.CPU, nil, hx, hg, hb); err != nil {
 		t.Errorf("CUDADo on the CPU: %v", err)
 	} else {
-		compare(t, "CUDADo on the CPU", hostData(v), hostOf(t, y), 1e-6)
+		compare(t, "CUDADo on the CPU", valuesOf(t, v), hostOf(t, y), 1e-6)
 	}
 	if _, err := op.CUDADo(nil, gorgonia.CPU+1, nil, x, g, b); !errors.Is(err, ErrDevice) {
 		t.Errorf("CUDADo without a CUDA machine: %v, want ErrDevice", err)
@@ -412,9 +379,9 @@ func TestCUDASyncBN(t *testing.T) {
 			r := rand.New(rand.NewSource(11))
 			xs, dys := make([][]float64, len(sizes)), make([][]float64, len(sizes))
 			for i, n := range sizes {
-				xs[i], dys[i] = randVals(r, n*C*4, 2, 3), randVals(r, n*C*4, 0, 1)
+				xs[i], dys[i] = randn(r, n*C*4, 2, 3), randn(r, n*C*4, 0, 1)
 			}
-			gb, bb := randVals(r, C, 1, 0.2), randVals(r, C, 0, 1)
+			gb, bb := randn(r, C, 1, 0.2), randn(r, C, 0, 1)
 			// run runs one forward and backward on every rank, on the
 			// device (dev != nil) or the CPU, and returns y, [dγ;dβ], dx.
 			run := func(dev *cudaDev) [][3][]float64 {
@@ -435,7 +402,7 @@ func TestCUDASyncBN(t *testing.T) {
 						if v == nil {
 							v = make([]float64, sh.TotalSize())
 						}
-						return hostTensor(tensor.Float64, sh, v)
+						return tensorOf(tensor.Float64, sh, v)
 					}
 					x, g, b, dy := mk(shape(n), xs[i]), mk(tensor.Shape{C}, gb), mk(tensor.Shape{C}, bb), mk(shape(n), dys[i])
 					y, sums, dx := mk(shape(n), nil), mk(tensor.Shape{2, C}, nil), mk(shape(n), nil)
@@ -471,7 +438,7 @@ func TestCUDASyncBN(t *testing.T) {
 						if dev != nil {
 							res[i][k] = hostOf(t, v)
 						} else {
-							res[i][k] = hostData(v)
+							res[i][k] = valuesOf(t, v)
 						}
 					}
 				}

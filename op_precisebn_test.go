@@ -174,7 +174,7 @@ func TestPrecisePopulation(t *testing.T) {
 			r := rand.New(rand.NewSource(3))
 			batches := make([][]float64, len(sizes))
 			for i, n := range sizes {
-				batches[i] = randData(r, n*C*S, float64(4*i), 1+float64(i)) // drifting batches
+				batches[i] = randn(r, n*C*S, float64(4*i), 1+float64(i)) // drifting batches
 				if tc.dt == tensor.Float32 {
 					for j, v := range batches[i] {
 						batches[i][j] = float64(float32(v))
@@ -225,7 +225,7 @@ func TestPreciseErrorsRestoreState(t *testing.T) {
 	const C = 2
 	r := rand.New(rand.NewSource(5))
 	net := newPreciseNet(t, tensor.Float64, C, nil, []int{4})
-	batch := randData(r, 4*C, 1, 2)
+	batch := randn(r, 4*C, 1, 2)
 	m0, v0 := net.l1.RunningStats()
 	run := func(fail int) BatchFunc {
 		return func(ctx context.Context, i int) (int, error) {
@@ -274,7 +274,7 @@ func TestPreciseNotReachedAndTwice(t *testing.T) {
 	g := gorgonia.NewGraph()
 	used, _ := New(g, C, tensor.Float64, WithName("used"))
 	unused, _ := New(g, C, tensor.Float64, WithName("unused"))
-	x := gorgonia.NewMatrix(g, tensor.Float64, gorgonia.WithShape(4, C), gorgonia.WithName("x"), gorgonia.WithValue(tensor.New(tensor.WithShape(4, C), tensor.WithBacking(randData(r, 4*C, 0, 1)))))
+	x := gorgonia.NewMatrix(g, tensor.Float64, gorgonia.WithShape(4, C), gorgonia.WithName("x"), gorgonia.WithValue(tensor.New(tensor.WithShape(4, C), tensor.WithBacking(randn(r, 4*C, 0, 1)))))
 	y, _ := used.Apply(x)
 	m := gorgonia.NewTapeMachine(g.SubgraphRoots(y))
 	defer m.Close()
@@ -293,7 +293,7 @@ func TestPreciseNotReachedAndTwice(t *testing.T) {
 	_, err = Precise(context.Background(), []Normalizer{used}, func(ctx context.Context, i int) (int, error) { m2.Reset(); return 4, m2.RunAll() }, PreciseOptions{Batches: 1})
 	require.ErrorIs(t, err, ErrReachedTwice)
 	// Non-finite statistics.
-	bad := randData(r, 4*C, 0, 1)
+	bad := randn(r, 4*C, 0, 1)
 	bad[0] = math.Inf(1)
 	if err := gorgonia.Let(x, tensor.New(tensor.WithShape(4, C), tensor.WithBacking(bad))); err != nil {
 		t.Fatal(err)
@@ -315,7 +315,7 @@ func TestPreciseDistributed(t *testing.T) {
 			var union [][]float64
 			for k := range K {
 				for i, n := range sizes[k] {
-					b := randData(r, n*C, float64(k+i), 1+float64(k))
+					b := randn(r, n*C, float64(k+i), 1+float64(k))
 					data[k] = append(data[k], b)
 					union = append(union, b)
 				}

@@ -56,14 +56,6 @@ func runLayer(shape tensor.Shape, xs, ws []float64, steps int, opts ...Option) (
 	return r, nil
 }
 
-func randData(r *rand.Rand, n int, mean, std float64) []float64 {
-	s := make([]float64, n)
-	for i := range s {
-		s[i] = mean + std*r.NormFloat64()
-	}
-	return s
-}
-
 func assertClose(t *testing.T, what string, got, want []float64, tol float64) {
 	t.Helper()
 	if len(got) != len(want) {
@@ -103,7 +95,7 @@ func TestSyncEqualsConcatenated(t *testing.T) {
 			xs, ws := make([][]float64, len(tc.sizes)), make([][]float64, len(tc.sizes))
 			total := 0
 			for i, n := range tc.sizes {
-				xs[i], ws[i] = randData(r, n*per, 5, 3), randData(r, n*per, 0, 1)
+				xs[i], ws[i] = randn(r, n*per, 5, 3), randn(r, n*per, 0, 1)
 				all, allW = append(all, xs[i]...), append(allW, ws[i]...)
 				total += n
 			}
@@ -189,7 +181,7 @@ func TestSyncMismatch(t *testing.T) {
 			r := rand.New(rand.NewSource(int64(i)))
 			C := 3 + i
 			shape := tensor.Shape{4, C}
-			_, errs[i] = runLayer(shape, randData(r, 4*C, 0, 1), randData(r, 4*C, 0, 1), 1, WithCommunicator(comms[i]), WithSyncTimeout(10*time.Second))
+			_, errs[i] = runLayer(shape, randn(r, 4*C, 0, 1), randn(r, 4*C, 0, 1), 1, WithCommunicator(comms[i]), WithSyncTimeout(10*time.Second))
 		})
 	}
 	wg.Wait()
@@ -208,7 +200,7 @@ func TestSyncMissingRank(t *testing.T) {
 	defer comms[1].Close()
 	r := rand.New(rand.NewSource(1))
 	start := time.Now()
-	_, err = runLayer(tensor.Shape{4, 2}, randData(r, 8, 0, 1), randData(r, 8, 0, 1), 1, WithCommunicator(comms[0]), WithSyncTimeout(200*time.Millisecond))
+	_, err = runLayer(tensor.Shape{4, 2}, randn(r, 8, 0, 1), randn(r, 8, 0, 1), 1, WithCommunicator(comms[0]), WithSyncTimeout(200*time.Millisecond))
 	require.ErrorIs(t, Cause(err), ErrSync)
 	require.ErrorIs(t, Cause(err), context.DeadlineExceeded)
 	require.Less(t, time.Since(start), 20*time.Second, "a missing rank must fail the others within the timeout")
@@ -231,7 +223,7 @@ func TestSyncGhostCollectives(t *testing.T) {
 			cc := newCountingComm(comms[i])
 			shape := tensor.Shape{3 + i, 2, 2}
 			n := shape.TotalSize()
-			_, errs[i] = runLayer(shape, randData(r, n, 0, 1), randData(r, n, 0, 1), 4, WithCommunicator(cc), WithGhostBatch(2))
+			_, errs[i] = runLayer(shape, randn(r, n, 0, 1), randn(r, n, 0, 1), 4, WithCommunicator(cc), WithGhostBatch(2))
 			counts[i] = cc.take()
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand"
 	"slices"
 	"testing"
@@ -108,18 +107,6 @@ func (e *shGraph) run() (shResult, error) {
 
 func (e *shGraph) close() { e.vm.Close() }
 
-func shClose(t *testing.T, what string, got, want []float64, tol float64) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
-	}
-	for i := range got {
-		if d := math.Abs(got[i] - want[i]); !(d <= tol*math.Max(1, math.Abs(want[i]))) {
-			t.Fatalf("%s[%d] = %v, want %v (diff %g)", what, i, got[i], want[i], d)
-		}
-	}
-}
-
 // permuteSamples returns the samples of src (D values each) in the order
 // perm: dst sample j = src sample perm[j]; inverse: dst sample perm[j] = src
 // sample j.
@@ -211,15 +198,15 @@ func TestShuffleBNEqualsPermutedReference(t *testing.T) {
 			}
 			outP, dxP = append(outP, res.out...), append(dxP, res.dx...)
 			g := got[r][s]
-			shClose(t, fmt.Sprintf("step %d rank %d dγ", s, r), g.dg, res.dg, 1e-10)
-			shClose(t, fmt.Sprintf("step %d rank %d dβ", s, r), g.db, res.db, 1e-10)
-			shClose(t, fmt.Sprintf("step %d rank %d running mean", s, r), g.rm, res.rm, 1e-12)
-			shClose(t, fmt.Sprintf("step %d rank %d running var", s, r), g.rv, res.rv, 1e-12)
+			assertClose(t, fmt.Sprintf("step %d rank %d dγ", s, r), g.dg, res.dg, 1e-10)
+			assertClose(t, fmt.Sprintf("step %d rank %d dβ", s, r), g.db, res.db, 1e-10)
+			assertClose(t, fmt.Sprintf("step %d rank %d running mean", s, r), g.rm, res.rm, 1e-12)
+			assertClose(t, fmt.Sprintf("step %d rank %d running var", s, r), g.rv, res.rv, 1e-12)
 		}
 		out, dx := permuteSamples(outP, perms[s], D, true), permuteSamples(dxP, perms[s], D, true)
 		for r := range K {
-			shClose(t, fmt.Sprintf("step %d rank %d out", s, r), got[r][s].out, out[offs[r]*D:offs[r+1]*D], 1e-10)
-			shClose(t, fmt.Sprintf("step %d rank %d dx", s, r), got[r][s].dx, dx[offs[r]*D:offs[r+1]*D], 1e-10)
+			assertClose(t, fmt.Sprintf("step %d rank %d out", s, r), got[r][s].out, out[offs[r]*D:offs[r+1]*D], 1e-10)
+			assertClose(t, fmt.Sprintf("step %d rank %d dx", s, r), got[r][s].dx, dx[offs[r]*D:offs[r+1]*D], 1e-10)
 		}
 	}
 }
@@ -280,13 +267,13 @@ func TestShuffleSyncBNInvariant(t *testing.T) {
 			dg[c] += g.dg[c]
 			db[c] += g.db[c]
 		}
-		shClose(t, "running mean", g.rm, want.rm, 1e-12)
-		shClose(t, "running var", g.rv, want.rv, 1e-12)
+		assertClose(t, "running mean", g.rm, want.rm, 1e-12)
+		assertClose(t, "running var", g.rv, want.rv, 1e-12)
 	}
-	shClose(t, "out", out, want.out, 1e-10)
-	shClose(t, "dx", dx, want.dx, 1e-10)
-	shClose(t, "Σ dγ", dg, want.dg, 1e-10)
-	shClose(t, "Σ dβ", db, want.db, 1e-10)
+	assertClose(t, "out", out, want.out, 1e-10)
+	assertClose(t, "dx", dx, want.dx, 1e-10)
+	assertClose(t, "Σ dγ", dg, want.dg, 1e-10)
+	assertClose(t, "Σ dβ", db, want.db, 1e-10)
 }
 
 // TestShuffleFiniteDifferences checks dx of Shuffle → BN → Unshuffle against
@@ -365,11 +352,11 @@ func TestShuffleFiniteDifferences(t *testing.T) {
 		t.Fatal(err)
 	}
 	for r := range K {
-		shClose(t, fmt.Sprintf("rank %d tape dx vs finite differences", r), tape[r].dx, fd[offs[r]*D:offs[r+1]*D], 1e-6)
-		shClose(t, fmt.Sprintf("rank %d lisp dx", r), lisp[r].dx, tape[r].dx, 1e-12)
-		shClose(t, fmt.Sprintf("rank %d lisp out", r), lisp[r].out, tape[r].out, 1e-12)
-		shClose(t, fmt.Sprintf("rank %d lisp dγ", r), lisp[r].dg, tape[r].dg, 1e-12)
-		shClose(t, fmt.Sprintf("rank %d lisp dβ", r), lisp[r].db, tape[r].db, 1e-12)
+		assertClose(t, fmt.Sprintf("rank %d tape dx vs finite differences", r), tape[r].dx, fd[offs[r]*D:offs[r+1]*D], 1e-6)
+		assertClose(t, fmt.Sprintf("rank %d lisp dx", r), lisp[r].dx, tape[r].dx, 1e-12)
+		assertClose(t, fmt.Sprintf("rank %d lisp out", r), lisp[r].out, tape[r].out, 1e-12)
+		assertClose(t, fmt.Sprintf("rank %d lisp dγ", r), lisp[r].dg, tape[r].dg, 1e-12)
+		assertClose(t, fmt.Sprintf("rank %d lisp dβ", r), lisp[r].db, tape[r].db, 1e-12)
 	}
 }
 
