@@ -28,23 +28,7 @@ func (h inprocHarness) Run(t *testing.T, f func(ctx context.Context, c collectiv
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var wg sync.WaitGroup
-	for r, c := range comms {
-		wg.Go(func() {
-			if err := f(ctx, c); err != nil {
-				t.Errorf("rank %d: %v", r, err)
-				c.Abort(fmt.Errorf("rank %d failed its checks", r))
-			}
-		})
-	}
-	wg.Wait()
-	for _, c := range comms {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	}
+	conformance.RunRanks(t, comms, f)
 }
 
 func TestConformance(t *testing.T) {

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -58,23 +57,7 @@ func (h ncclHarness) Run(t *testing.T, f func(ctx context.Context, c collective.
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	var wg sync.WaitGroup
-	for r, c := range comms {
-		wg.Go(func() {
-			if err := f(ctx, c); err != nil {
-				t.Errorf("rank %d: %v", r, err)
-				c.Abort(fmt.Errorf("rank %d failed its checks", r))
-			}
-		})
-	}
-	wg.Wait()
-	for _, c := range comms {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	}
+	conformance.RunRanks(t, comms, f)
 }
 
 // TestConformance runs the backend-agnostic suite (host buffers, staged

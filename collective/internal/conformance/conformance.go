@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,31 @@ type Harness interface {
 	// t. When f fails on a rank, the harness aborts the group so that the
 	// other ranks do not wait for it.
 	Run(t *testing.T, f func(ctx context.Context, c collective.Communicator) error)
+}
+
+// RunRanks is Harness.Run for a group whose ranks all live in this process:
+// it calls f on every rank of comms in its own goroutine with a context that
+// ends after a minute, aborts the group when f fails on a rank, and closes
+// every rank at the end.
+func RunRanks[C collective.Communicator](t *testing.T, comms []C, f func(ctx context.Context, c collective.Communicator) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for r, c := range comms {
+		wg.Go(func() {
+			if err := f(ctx, c); err != nil {
+				t.Errorf("rank %d: %v", r, err)
+				c.Abort(fmt.Errorf("rank %d failed its checks", r))
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range comms {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}
 }
 
 // Options describes what a backend guarantees beyond the interface.
