@@ -14,16 +14,6 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// Gorgonia's Grad adds its package-level constant 1 to the graph and caches
-// that node's hash on first use: do it once here, before tests build graphs
-// in goroutines (the cache write is a data race otherwise).
-func init() {
-	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
-		x := gorgonia.NewScalar(gorgonia.NewGraph(), dt, gorgonia.WithName("x"))
-		_, _ = gorgonia.Grad(gorgonia.Must(gorgonia.Mul(x, x)), x)
-	}
-}
-
 // ---------------------------------------------------------------------------
 // Helpers: values, comparisons, and a small graph harness.
 

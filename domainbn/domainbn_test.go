@@ -17,16 +17,6 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// Gorgonia's Grad adds its package-level constant 1 to the graph and caches
-// that node's hash on first use: do it once here, before tests build graphs
-// in goroutines (the cache write is a data race otherwise).
-func init() {
-	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
-		x := gorgonia.NewScalar(gorgonia.NewGraph(), dt, gorgonia.WithName("x"))
-		_, _ = gorgonia.Grad(gorgonia.Must(gorgonia.Mul(x, x)), x)
-	}
-}
-
 // schedule is a sequence of steps over a batch of 7 samples and 3 domains:
 // mixed batches, a domain absent, a batch of one domain, and every mode.
 var schedule = []struct {
