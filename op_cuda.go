@@ -41,7 +41,7 @@ type cudaState struct {
 	plan *cudaops.Plan
 	buf  cu.DevicePtr // float64 scratch: moments 3K | mean K | a K | b K | c K | sums 2K
 	k    int          // K the buffer was sized for
-	host []float64    // staging for γ, β, dγ, dβ in the op's dtype
+	host []float32    // staging for γ, β, dγ, dβ of a float32 op
 }
 
 func (st *cudaState) at(i int) cu.DevicePtr { return st.buf + cu.DevicePtr(8*i*st.k) }
@@ -116,44 +116,54 @@ func (op *fwdOp) prepare(d *cudaDev, lay kern.Layout) (*cudaState, error) {
 	return st, nil
 }
 
-// download copies n elements of type dt from src into dst as float64.
+// download copies len(dst) elements of type dt from src into dst.
 func (st *cudaState) download(dst []float64, src cu.DevicePtr, dt tensor.Dtype) error {
-	n := len(dst)
-	if n == 0 {
-		return nil
-	}
 	if dt == tensor.Float64 {
 		return cudaCopyDtoH(dst, src)
 	}
-	st.host = grow(st.host, (n+1)/2)
-	h := unsafe.Slice((*float32)(unsafe.Pointer(&st.host[0])), n)
-	if err := cu.MemcpyDtoH(unsafe.Pointer(&h[0]), src, int64(4*n)); err != nil {
-		return devErr("copy to host", err)
+	st.host = grow(st.host, len(dst))
+	if err := cudaCopyDtoH(st.host, src); err != nil {
+		return err
 	}
-	for i, v := range h {
+	for i, v := range st.host {
 		dst[i] = float64(v)
 	}
 	return nil
 }
 
-// upload copies src to dst as n elements of type dt.
+// upload copies src to dst as len(src) elements of type dt.
 func (st *cudaState) upload(dst cu.DevicePtr, src []float64, dt tensor.Dtype) error {
-	n := len(src)
-	if n == 0 {
-		return nil
-	}
 	if dt == tensor.Float64 {
 		return cudaCopyHtoD(dst, src)
 	}
-	st.host = grow(st.host, (n+1)/2)
-	h := unsafe.Slice((*float32)(unsafe.Pointer(&st.host[0])), n)
+	st.host = grow(st.host, len(src))
 	for i, v := range src {
-		h[i] = float32(v)
+		st.host[i] = float32(v)
 	}
-	if err := cu.MemcpyHtoD(dst, unsafe.Pointer(&h[0]), int64(4*n)); err != nil {
-		return devErr("copy to device", err)
+	return cudaCopyHtoD(dst, st.host)
+}
+
+// apply is the CPU path's Plan.Apply on the device, with the mean already
+// in its slot: it uploads the coefficients a (with dy only), b and c, runs
+// out = a·dy + b·(x−μ) + c and waits for it.
+func (st *cudaState) apply(x, dy, out cu.DevicePtr, a, b, c []float64) error {
+	var ap cu.DevicePtr
+	if dy != 0 {
+		ap = st.a()
+		if err := cudaCopyHtoD(ap, a); err != nil {
+			return err
+		}
 	}
-	return nil
+	if err := cudaCopyHtoD(st.b(), b); err != nil {
+		return err
+	}
+	if err := cudaCopyHtoD(st.c(), c); err != nil {
+		return err
+	}
+	if err := st.plan.Apply(cu.NoStream, x, dy, out, st.mean(), ap, st.b(), st.c()); err != nil {
+		return devErr("apply", err)
+	}
+	return cudaSync()
 }
 
 func cudaCopyDtoH[E any](dst []E, src cu.DevicePtr) error {
@@ -325,18 +335,10 @@ func (op *fwdOp) cudaRun(d *cudaDev, y tensor.Tensor, in []gorgonia.Value) error
 		return err
 	}
 	err = d.run(func() error {
-		for _, u := range []struct {
-			dst cu.DevicePtr
-			src []float64
-		}{{st.mean(), s.mean}, {st.b(), s.scale}, {st.c(), s.shift}} {
-			if err := cudaCopyHtoD(u.dst, u.src); err != nil {
-				return err
-			}
+		if err := cudaCopyHtoD(st.mean(), s.mean); err != nil {
+			return err
 		}
-		if err := st.plan.Apply(cu.NoStream, devPtr(x), 0, devPtr(y), st.mean(), 0, st.b(), st.c()); err != nil {
-			return devErr("apply", err)
-		}
-		return cudaSync()
+		return st.apply(devPtr(x), 0, devPtr(y), nil, s.scale, s.shift)
 	})
 	if err != nil {
 		return err
@@ -406,17 +408,6 @@ func (op *dxOp) cudaRun(d *cudaDev, dx tensor.Tensor, in []gorgonia.Value) error
 	f.dxCoeffs()
 	s := &f.s
 	return st.dev.run(func() error {
-		for _, u := range []struct {
-			dst cu.DevicePtr
-			src []float64
-		}{{st.a(), s.a}, {st.b(), s.b}, {st.c(), s.c}} {
-			if err := cudaCopyHtoD(u.dst, u.src); err != nil {
-				return err
-			}
-		}
-		if err := st.plan.Apply(cu.NoStream, devPtr(in[0]), devPtr(in[1]), devPtr(dx), st.mean(), st.a(), st.b(), st.c()); err != nil {
-			return devErr("apply", err)
-		}
-		return cudaSync()
+		return st.apply(devPtr(in[0]), devPtr(in[1]), devPtr(dx), s.a, s.b, s.c)
 	})
 }
