@@ -36,7 +36,9 @@ var cudaEnv struct {
 
 // testDev locks the test's goroutine to its OS thread, makes device 0's
 // primary context current there and returns a cudaDev that runs on it.
-func testDev(t *testing.T) *cudaDev {
+// CUDA's current context belongs to an OS thread: every test and subtest
+// (each its own goroutine) that touches the device calls testDev first.
+func testDev(t testing.TB) *cudaDev {
 	t.Helper()
 	runtime.LockOSThread()
 	t.Cleanup(runtime.UnlockOSThread)
@@ -72,7 +74,7 @@ func testDev(t *testing.T) *cudaDev {
 
 // devTensor copies a host tensor into fresh device memory (freed at the
 // end of the test), poisoned first when src is nil.
-func devTensor(t *testing.T, dt tensor.Dtype, shape tensor.Shape, src []float64) tensor.Tensor {
+func devTensor(t testing.TB, dt tensor.Dtype, shape tensor.Shape, src []float64) tensor.Tensor {
 	t.Helper()
 	n := shape.TotalSize()
 	size := int64(n) * int64(dt.Size())
@@ -102,7 +104,7 @@ func devTensor(t *testing.T, dt tensor.Dtype, shape tensor.Shape, src []float64)
 }
 
 // hostOf returns a device tensor's elements as float64.
-func hostOf(t *testing.T, v tensor.Tensor) []float64 {
+func hostOf(t testing.TB, v tensor.Tensor) []float64 {
 	t.Helper()
 	if err := cu.Synchronize(); err != nil {
 		t.Fatal(err)
@@ -170,7 +172,7 @@ func cudaCases() []cudaCase {
 
 // newCaseOp builds a layer for c and returns its forward op, with random
 // γ, β and running statistics from r.
-func newCaseOp(t *testing.T, c cudaCase, dt tensor.Dtype, r *rand.Rand) (*fwdOp, []float64, []float64) {
+func newCaseOp(t testing.TB, c cudaCase, dt tensor.Dtype, r *rand.Rand) (*fwdOp, []float64, []float64) {
 	t.Helper()
 	g := gorgonia.NewGraph()
 	C := c.shape[1]
@@ -219,7 +221,6 @@ func newCaseOp(t *testing.T, c cudaCase, dt tensor.Dtype, r *rand.Rand) (*fwdOp,
 }
 
 func TestCUDAOpsMatchCPU(t *testing.T) {
-	d := testDev(t)
 	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
 		tol := 1e-12
 		if dt == tensor.Float32 {
@@ -227,6 +228,7 @@ func TestCUDAOpsMatchCPU(t *testing.T) {
 		}
 		for _, c := range cudaCases() {
 			t.Run(fmt.Sprintf("%v/%s", dt, c.name), func(t *testing.T) {
+				d := testDev(t)
 				seed := int64(len(c.name)*131 + c.shape.TotalSize())
 				cpu, gb, bb := newCaseOp(t, c, dt, rand.New(rand.NewSource(seed)))
 				gpu, _, _ := newCaseOp(t, c, dt, rand.New(rand.NewSource(seed)))
@@ -367,7 +369,6 @@ func TestCUDAErrors(t *testing.T) {
 // give on the CPU (which TestSyncEqualsConcatenated checks against one
 // layer over the concatenated batch).
 func TestCUDASyncBN(t *testing.T) {
-	d := testDev(t)
 	const C = 3
 	sizes := []int{3, 5}
 	shape := func(n int) tensor.Shape { return tensor.Shape{n, C, 4} }
@@ -376,6 +377,7 @@ func TestCUDASyncBN(t *testing.T) {
 		opts []Option
 	}{{"plain", nil}, {"ghost2", []Option{WithGhostBatch(2)}}} {
 		t.Run(tc.name, func(t *testing.T) {
+			d := testDev(t)
 			r := rand.New(rand.NewSource(11))
 			xs, dys := make([][]float64, len(sizes)), make([][]float64, len(sizes))
 			for i, n := range sizes {
@@ -451,5 +453,55 @@ func TestCUDASyncBN(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkCUDAOps times the ops' CUDA path (what Gorgonia's CUDA machines
+// run per node: device passes plus the per-channel host steps and their
+// synchronous copies) on the shapes of BenchmarkKernels and 64×256×56×56;
+// compare with cudaops' BenchmarkForward/BenchmarkForwardBackward (the bare
+// device pipeline) run on the same machine. GB/s counts the same ideal
+// traffic as those: forward 3× the tensor bytes, forward+backward 8×.
+func BenchmarkCUDAOps(b *testing.B) {
+	shapes := append(append([]tensor.Shape{}, benchShapes...), tensor.Shape{64, 256, 56, 56})
+	for _, back := range []bool{false, true} {
+		name, traffic := "fwd", 3.0
+		if back {
+			name, traffic = "fwd+bwd", 8
+		}
+		for _, s := range shapes {
+			for _, dt := range benchDtypes {
+				b.Run(name+"/"+shapeName(s, dt), func(b *testing.B) {
+					d := testDev(b)
+					r := rand.New(rand.NewSource(1))
+					op, gb, bb := newCaseOp(b, cudaCase{shape: s, mode: Train}, dt, r)
+					n := s.TotalSize()
+					x, dy := devTensor(b, dt, s, randn(r, n, 1, 2)), devTensor(b, dt, s, randn(r, n, 0, 1))
+					g, be := devTensor(b, dt, tensor.Shape{len(gb)}, gb), devTensor(b, dt, tensor.Shape{len(bb)}, bb)
+					sums := &sumsOp{f: op}
+					y, ds, dx := devTensor(b, dt, s, nil), devTensor(b, dt, sums.outShape(), nil), devTensor(b, dt, s, nil)
+					step := func() error {
+						if err := op.cudaRun(d, y, []gorgonia.Value{x, g, be}); err != nil || !back {
+							return err
+						}
+						if err := sums.cudaRun(d, ds, []gorgonia.Value{x, dy, y}); err != nil {
+							return err
+						}
+						return (&dxOp{f: op}).cudaRun(d, dx, []gorgonia.Value{x, dy, ds})
+					}
+					if err := step(); err != nil { // plan, scratch
+						b.Fatal(err)
+					}
+					b.ResetTimer()
+					for b.Loop() {
+						if err := step(); err != nil {
+							b.Fatal(err)
+						}
+					}
+					sec := b.Elapsed().Seconds() / float64(b.N)
+					b.ReportMetric(traffic*float64(tensorBytes(s, dt))/sec/1e9, "GB/s")
+				})
+			}
+		}
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 )
@@ -47,7 +48,37 @@ const (
 	NoDevice     cuResult = 100
 	InvalidValue cuResult = 1
 	NotFound     cuResult = 500
+	// InvalidContext is what the driver returns for a call on an OS thread
+	// with no current context.
+	InvalidContext cuResult = 201
 )
+
+// As in the driver, the current context belongs to the calling OS thread
+// (a stack per thread: Push/Pop, Set replaces the top). Every call that
+// needs a context fails with InvalidContext on a thread without one, so a
+// test that uses the device from a goroutine not locked to a thread where
+// it made the context current fails here as it does on a GPU.
+var (
+	ctxMu    sync.Mutex
+	ctxStack = map[int][]CUContext{}
+)
+
+func current() CUContext {
+	ctxMu.Lock()
+	defer ctxMu.Unlock()
+	st := ctxStack[syscall.Gettid()]
+	if len(st) == 0 {
+		return CUContext{}
+	}
+	return st[len(st)-1]
+}
+
+func needCtx() error {
+	if current().c == 0 {
+		return InvalidContext
+	}
+	return nil
+}
 
 type DevicePtr uintptr
 type Stream struct{ s uintptr }
@@ -64,6 +95,9 @@ const (
 var streamCtr uintptr = 0x100
 
 func MakeStream(StreamFlags) (Stream, error) {
+	if err := needCtx(); err != nil {
+		return Stream{}, err
+	}
 	allocMu.Lock()
 	defer allocMu.Unlock()
 	streamCtr += 16
@@ -71,6 +105,9 @@ func MakeStream(StreamFlags) (Stream, error) {
 }
 func (s *Stream) Destroy() error { *s = Stream{}; return nil }
 func (s Stream) Synchronize() error {
+	if err := needCtx(); err != nil {
+		return err
+	}
 	for C.pending(C.uintptr_t(s.s)) > 0 {
 		time.Sleep(10 * time.Microsecond)
 	}
@@ -85,9 +122,36 @@ func (s Stream) Query() error {
 
 const NotReady cuResult = 600
 
-func PushCurrentCtx(CUContext) error      { return nil }
-func PopCurrentCtx() (CUContext, error)   { return CUContext{1}, nil }
-func CurrentContext() (CUContext, error)  { return CUContext{1}, nil }
+func PushCurrentCtx(c CUContext) error {
+	ctxMu.Lock()
+	defer ctxMu.Unlock()
+	t := syscall.Gettid()
+	ctxStack[t] = append(ctxStack[t], c)
+	return nil
+}
+func PopCurrentCtx() (CUContext, error) {
+	ctxMu.Lock()
+	defer ctxMu.Unlock()
+	t := syscall.Gettid()
+	st := ctxStack[t]
+	if len(st) == 0 {
+		return CUContext{}, InvalidContext
+	}
+	ctxStack[t] = st[:len(st)-1]
+	return st[len(st)-1], nil
+}
+func CurrentContext() (CUContext, error) { return current(), nil }
+func SetCurrentContext(c CUContext) error {
+	ctxMu.Lock()
+	defer ctxMu.Unlock()
+	t := syscall.Gettid()
+	if st := ctxStack[t]; len(st) > 0 {
+		st[len(st)-1] = c
+	} else {
+		ctxStack[t] = []CUContext{c}
+	}
+	return nil
+}
 func (d Device) ReleasePrimaryCtx() error { return nil }
 
 var allocs = map[uintptr]int64{}
@@ -132,9 +196,11 @@ func CurrentDevice() (Device, error)                  { return 0, nil }
 func (d Device) ComputeCapability() (int, int, error) { return 9, 0, nil }
 func (d Device) Name() (string, error)                { return "emulated", nil }
 func (d Device) RetainPrimaryCtx() (CUContext, error) { return CUContext{1}, nil }
-func SetCurrentContext(CUContext) error               { return nil }
 func Version() int                                    { return 0 }
 func Synchronize() error {
+	if err := needCtx(); err != nil {
+		return err
+	}
 	for C.total() > 0 {
 		time.Sleep(10 * time.Microsecond)
 	}
@@ -142,6 +208,9 @@ func Synchronize() error {
 }
 
 func MemAlloc(n int64) (DevicePtr, error) {
+	if err := needCtx(); err != nil {
+		return 0, err
+	}
 	if n <= 0 {
 		return 0, InvalidValue
 	}
@@ -152,6 +221,9 @@ func MemAlloc(n int64) (DevicePtr, error) {
 	return DevicePtr(uintptr(p)), nil
 }
 func MemFree(p DevicePtr) error {
+	if err := needCtx(); err != nil {
+		return err
+	}
 	allocMu.Lock()
 	delete(allocs, uintptr(p))
 	allocMu.Unlock()
@@ -159,6 +231,9 @@ func MemFree(p DevicePtr) error {
 	return nil
 }
 func MemcpyHtoD(d DevicePtr, s unsafe.Pointer, n int64) error {
+	if err := needCtx(); err != nil {
+		return err
+	}
 	C.memcpy(unsafe.Pointer(uintptr(d)), s, C.size_t(n))
 	return nil
 }
@@ -166,23 +241,37 @@ func MemcpyHtoDAsync(d DevicePtr, s unsafe.Pointer, n int64, _ Stream) error {
 	return MemcpyHtoD(d, s, n)
 }
 func MemcpyDtoH(d unsafe.Pointer, s DevicePtr, n int64) error {
+	if err := needCtx(); err != nil {
+		return err
+	}
 	C.memcpy(d, unsafe.Pointer(uintptr(s)), C.size_t(n))
 	return nil
 }
 func MemcpyDtoD(d, s DevicePtr, n int64) error {
+	if err := needCtx(); err != nil {
+		return err
+	}
 	C.memmove(unsafe.Pointer(uintptr(d)), unsafe.Pointer(uintptr(s)), C.size_t(n))
 	return nil
 }
 func MemcpyDtoDAsync(d, s DevicePtr, n int64, _ Stream) error { return MemcpyDtoD(d, s, n) }
 func MemsetD8(d DevicePtr, v byte, n int64) error {
+	if err := needCtx(); err != nil {
+		return err
+	}
 	C.memset(unsafe.Pointer(uintptr(d)), C.int(v), C.size_t(n))
 	return nil
 }
 
 type Module struct{}
 
-func LoadData(string) (Module, error) { return Module{}, nil }
-func (Module) Unload() error          { return nil }
+func LoadData(string) (Module, error) {
+	if err := needCtx(); err != nil {
+		return Module{}, err
+	}
+	return Module{}, nil
+}
+func (Module) Unload() error { return nil }
 
 type Function struct{ name string }
 
@@ -197,6 +286,9 @@ func (Module) Function(name string) (Function, error) {
 
 // Launch copies each parameter as 64 bits, like the real cu.
 func (f Function) Launch(gx, gy, gz, bx, by, bz, shm int, s Stream, params []unsafe.Pointer) error {
+	if err := needCtx(); err != nil {
+		return err
+	}
 	argv := C.malloc(C.size_t(8 * max(len(params), 1)))
 	argp := C.malloc(C.size_t(8 * max(len(params), 1)))
 	defer C.free(argv)
