@@ -7,8 +7,9 @@ package bn
 // dy with cudaops' kernels on that device and the small per-channel host
 // steps of the CPU path (begin, statistics, finishSums, dxCoeffs) on the
 // host, so every mode, ghost batches, domains and SyncBN behave exactly as
-// on the CPU. Per pass, two short synchronous copies of per-channel values
-// (moments or sums down, coefficients up) join the two.
+// on the CPU. Per pass, one short synchronous copy each way of per-channel
+// values (moments, γ and β or sums down; mean and coefficients up) joins
+// the two; nothing else waits for the device.
 //
 // The part that needs Gorgonia's own cuda build (its CUDAMachine, the
 // registration of the PTX) is in op_cuda_gorgonia.go. The tag bncuda builds
@@ -36,23 +37,27 @@ type cudaDev struct {
 }
 
 // cudaState is a forward op's device plan and scratch space on one device.
+// The scratch is laid out so that a pass needs one copy each way: the
+// statistics pass downloads the moments with γ and β (copied beside them on
+// the device) at once, and the apply steps upload the mean and the
+// coefficients at once. Each such copy costs a round trip to the device
+// (~10 µs), more than BN itself on small tensors.
 type cudaState struct {
-	dev  *cudaDev
-	plan *cudaops.Plan
-	buf  cu.DevicePtr // float64 scratch: moments 3K | mean K | a K | b K | c K | sums 2K
-	k    int          // K the buffer was sized for
-	host []float32    // staging for γ, β, dγ, dβ of a float32 op
+	dev   *cudaDev
+	plan  *cudaops.Plan
+	buf   cu.DevicePtr // float64 words: moments 3K | γ A | β A | mean K | a K | b K | c K | sums 2K
+	k, na int          // K and A (affine parameters) the buffer was sized for
+	down  []float64    // host staging of moments | γ | β
+	up    []float64    // host staging of mean | a | b | c
+	host  []float32    // staging for dγ, dβ of a float32 op
 }
 
-func (st *cudaState) at(i int) cu.DevicePtr { return st.buf + cu.DevicePtr(8*i*st.k) }
+func (st *cudaState) at(w int) cu.DevicePtr { return st.buf + cu.DevicePtr(8*w) }
 func (st *cudaState) mom() cu.DevicePtr     { return st.at(0) }
-func (st *cudaState) mean() cu.DevicePtr    { return st.at(3) }
-func (st *cudaState) a() cu.DevicePtr       { return st.at(4) }
-func (st *cudaState) b() cu.DevicePtr       { return st.at(5) }
-func (st *cudaState) c() cu.DevicePtr       { return st.at(6) }
-func (st *cudaState) sums() cu.DevicePtr    { return st.at(7) }
-
-const cudaBufSlots = 9
+func (st *cudaState) aff() cu.DevicePtr     { return st.at(3 * st.k) }
+func (st *cudaState) mean() cu.DevicePtr    { return st.at(3*st.k + 2*st.na) }
+func (st *cudaState) a() cu.DevicePtr       { return st.at(4*st.k + 2*st.na) }
+func (st *cudaState) sums() cu.DevicePtr    { return st.at(7*st.k + 2*st.na) }
 
 func cudaDtype(dt tensor.Dtype) (cudaops.Dtype, error) {
 	switch dt {
@@ -68,9 +73,10 @@ func devErr(what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrDevice, what, err)
 }
 
-// prepare returns the op's state on d with a plan for lay, building or
-// updating it. It runs where d's context is current.
-func (op *fwdOp) prepare(d *cudaDev, lay kern.Layout) (*cudaState, error) {
+// prepare returns the op's state on d with a plan for lay and scratch for
+// na affine parameters, building or updating it. It runs where d's context
+// is current.
+func (op *fwdOp) prepare(d *cudaDev, lay kern.Layout, na int) (*cudaState, error) {
 	dt, err := cudaDtype(op.l.dt)
 	if err != nil {
 		return nil, err
@@ -101,34 +107,20 @@ func (op *fwdOp) prepare(d *cudaDev, lay kern.Layout) (*cudaState, error) {
 			return nil, devErr("plan", err)
 		}
 	}
-	if k := st.plan.K(); k > st.k {
+	if k := st.plan.K(); k > st.k || na > st.na {
 		if st.buf != 0 {
 			if err := cu.MemFree(st.buf); err != nil {
 				return nil, devErr("free", err)
 			}
-			st.buf, st.k = 0, 0
+			st.buf, st.k, st.na = 0, 0, 0
 		}
-		if st.buf, err = cu.MemAlloc(int64(8 * cudaBufSlots * k)); err != nil {
+		k, na = max(k, st.k), max(na, st.na)
+		if st.buf, err = cu.MemAlloc(int64(8 * (9*k + 2*na))); err != nil {
 			return nil, devErr("alloc", err)
 		}
-		st.k = k
+		st.k, st.na = k, na
 	}
 	return st, nil
-}
-
-// download copies len(dst) elements of type dt from src into dst.
-func (st *cudaState) download(dst []float64, src cu.DevicePtr, dt tensor.Dtype) error {
-	if dt == tensor.Float64 {
-		return cudaCopyDtoH(dst, src)
-	}
-	st.host = grow(st.host, len(dst))
-	if err := cudaCopyDtoH(st.host, src); err != nil {
-		return err
-	}
-	for i, v := range st.host {
-		dst[i] = float64(v)
-	}
-	return nil
 }
 
 // upload copies src to dst as len(src) elements of type dt.
@@ -143,27 +135,35 @@ func (st *cudaState) upload(dst cu.DevicePtr, src []float64, dt tensor.Dtype) er
 	return cudaCopyHtoD(dst, st.host)
 }
 
-// apply is the CPU path's Plan.Apply on the device, with the mean already
-// in its slot: it uploads the coefficients a (with dy only), b and c, runs
-// out = a·dy + b·(x−μ) + c and waits for it.
-func (st *cudaState) apply(x, dy, out cu.DevicePtr, a, b, c []float64) error {
+// apply is the CPU path's Plan.Apply on the device: it uploads, in one
+// copy, the mean (forward; the backward keeps the forward's) or a (dx, with
+// dy), and b and c, and enqueues out = a·dy + b·(x−μ) + c. It does not wait
+// for it: later work on the context (Gorgonia's next op, a copy to the
+// host) is ordered after it, and the host staging is free again once the
+// copy returned.
+func (st *cudaState) apply(x, dy, out cu.DevicePtr, mean, a, b, c []float64) error {
+	k := st.k
+	st.up = grow(st.up, 4*k)
+	copy(st.up, mean)
+	copy(st.up[k:], a)
+	copy(st.up[2*k:], b)
+	copy(st.up[3*k:], c)
+	lo := 0
+	if mean == nil {
+		lo = k
+	}
+	if err := cudaCopyHtoD(st.mean()+cu.DevicePtr(8*lo), st.up[lo:3*k+len(c)]); err != nil {
+		return err
+	}
 	var ap cu.DevicePtr
 	if dy != 0 {
 		ap = st.a()
-		if err := cudaCopyHtoD(ap, a); err != nil {
-			return err
-		}
 	}
-	if err := cudaCopyHtoD(st.b(), b); err != nil {
-		return err
-	}
-	if err := cudaCopyHtoD(st.c(), c); err != nil {
-		return err
-	}
-	if err := st.plan.Apply(cu.NoStream, x, dy, out, st.mean(), ap, st.b(), st.c()); err != nil {
+	pb, pc := st.a()+cu.DevicePtr(8*k), st.a()+cu.DevicePtr(16*k)
+	if err := st.plan.Apply(cu.NoStream, x, dy, out, st.mean(), ap, pb, pc); err != nil {
 		return devErr("apply", err)
 	}
-	return cudaSync()
+	return nil
 }
 
 func cudaCopyDtoH[E any](dst []E, src cu.DevicePtr) error {
@@ -303,54 +303,61 @@ func (op *fwdOp) cudaRun(d *cudaDev, y tensor.Tensor, in []gorgonia.Value) error
 		return err
 	}
 	s, dt := &op.s, op.l.dt
+	na := 0 // affine parameters
+	if len(in) == 3 {
+		na = in[1].Shape().TotalSize()
+	}
 	var st *cudaState
 	err = d.run(func() error {
 		var err error
-		if st, err = op.prepare(d, lay); err != nil {
+		if st, err = op.prepare(d, lay, na); err != nil {
 			return err
 		}
-		s.aff = s.aff[:0]
-		if len(in) == 3 {
-			n := in[1].Shape().TotalSize()
-			s.aff = grow(s.aff, 2*n)
-			if err := st.download(s.aff[:n], devPtr(in[1]), dt); err != nil {
-				return err
+		// One download of [moments (batch statistics) | γ | β].
+		from := st.aff()
+		if s.batch {
+			if err := st.plan.Stats(cu.NoStream, devPtr(x), st.mom()); err != nil {
+				return devErr("stats", err)
 			}
-			if err := st.download(s.aff[n:], devPtr(in[2]), dt); err != nil {
-				return err
+			from = st.mom()
+		}
+		for i := range 2 * min(na, 1) {
+			if err := cu.MemcpyDtoDAsync(st.aff()+cu.DevicePtr(8*na*i), devPtr(in[1+i]), int64(na)*int64(dt.Size()), cu.NoStream); err != nil {
+				return devErr("copy", err)
 			}
 		}
-		if !s.batch {
-			return nil
-		}
-		if err := st.plan.Stats(cu.NoStream, devPtr(x), st.mom()); err != nil {
-			return devErr("stats", err)
-		}
-		return cudaCopyDtoH(s.moms, st.mom())
+		st.down = grow(st.down, int(st.mean()-from)/8)
+		return cudaCopyDtoH(st.down, from)
 	})
 	if err != nil {
 		return err
+	}
+	w := st.down
+	if s.batch {
+		copy(s.moms, unsafe.Slice((*kern.Moments)(unsafe.Pointer(&w[0])), len(s.moms)))
+		w = w[3*st.k:]
+	}
+	s.aff = grow(s.aff, 2*na)
+	for i := range 2 * min(na, 1) {
+		v := w[i*na : (i+1)*na]
+		if dt == tensor.Float64 {
+			copy(s.aff[i*na:], v)
+			continue
+		}
+		for j, e := range unsafe.Slice((*float32)(unsafe.Pointer(&v[0])), na) {
+			s.aff[i*na+j] = float64(e)
+		}
 	}
 	if err := op.statistics(x.Shape()); err != nil {
 		return err
 	}
 	err = d.run(func() error {
-		if err := cudaCopyHtoD(st.mean(), s.mean); err != nil {
-			return err
-		}
-		return st.apply(devPtr(x), 0, devPtr(y), nil, s.scale, s.shift)
+		return st.apply(devPtr(x), 0, devPtr(y), s.mean, nil, s.scale, s.shift)
 	})
 	if err != nil {
 		return err
 	}
 	op.done = true
-	return nil
-}
-
-func cudaSync() error {
-	if err := cu.Synchronize(); err != nil {
-		return devErr("synchronize", err)
-	}
 	return nil
 }
 
@@ -408,6 +415,6 @@ func (op *dxOp) cudaRun(d *cudaDev, dx tensor.Tensor, in []gorgonia.Value) error
 	f.dxCoeffs()
 	s := &f.s
 	return st.dev.run(func() error {
-		return st.apply(devPtr(in[0]), devPtr(in[1]), devPtr(dx), s.a, s.b, s.c)
+		return st.apply(devPtr(in[0]), devPtr(in[1]), devPtr(dx), nil, s.a, s.b, s.c)
 	})
 }
