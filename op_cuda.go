@@ -45,7 +45,7 @@ type cudaDev struct {
 type cudaState struct {
 	dev   *cudaDev
 	plan  *cudaops.Plan
-	buf   cu.DevicePtr // float64 words: moments 3K | γ A | β A | mean K | a K | b K | c K | sums 2K
+	buf   cu.DevicePtr // float64 words: γ, β 2A | moments 3K | mean K | a K | b K | c K | sums 2K
 	k, na int          // K and A (affine parameters) the buffer was sized for
 	down  []float64    // host staging of moments | γ | β
 	up    []float64    // host staging of mean | a | b | c
@@ -53,11 +53,16 @@ type cudaState struct {
 }
 
 func (st *cudaState) at(w int) cu.DevicePtr { return st.buf + cu.DevicePtr(8*w) }
-func (st *cudaState) mom() cu.DevicePtr     { return st.at(0) }
-func (st *cudaState) aff() cu.DevicePtr     { return st.at(3 * st.k) }
+func (st *cudaState) mom() cu.DevicePtr     { return st.at(2 * st.na) }
 func (st *cudaState) mean() cu.DevicePtr    { return st.at(3*st.k + 2*st.na) }
 func (st *cudaState) a() cu.DevicePtr       { return st.at(4*st.k + 2*st.na) }
 func (st *cudaState) sums() cu.DevicePtr    { return st.at(7*st.k + 2*st.na) }
+
+// aff returns where n γ and n β of size bytes each go: packed, ending where
+// the moments begin, so that one download of exactly the bytes written
+// reads both and the moments (2n·4 bytes, a whole number of words, for
+// float32).
+func (st *cudaState) aff(n, size int) cu.DevicePtr { return st.mom() - cu.DevicePtr(2*n*size) }
 
 func cudaDtype(dt tensor.Dtype) (cudaops.Dtype, error) {
 	switch dt {
@@ -313,40 +318,37 @@ func (op *fwdOp) cudaRun(d *cudaDev, y tensor.Tensor, in []gorgonia.Value) error
 		if st, err = op.prepare(d, lay, na); err != nil {
 			return err
 		}
-		// One download of [moments (batch statistics) | γ | β].
-		from := st.aff()
+		// One download of [γ | β | moments (batch statistics)].
+		size := int(dt.Size())
+		from, to := st.aff(na, size), st.mom()
+		for i := range 2 * min(na, 1) {
+			if err := cu.MemcpyDtoDAsync(from+cu.DevicePtr(i*na*size), devPtr(in[1+i]), int64(na*size), cu.NoStream); err != nil {
+				return devErr("copy", err)
+			}
+		}
 		if s.batch {
 			if err := st.plan.Stats(cu.NoStream, devPtr(x), st.mom()); err != nil {
 				return devErr("stats", err)
 			}
-			from = st.mom()
+			to += cu.DevicePtr(24 * len(s.moms))
 		}
-		for i := range 2 * min(na, 1) {
-			if err := cu.MemcpyDtoDAsync(st.aff()+cu.DevicePtr(8*na*i), devPtr(in[1+i]), int64(na)*int64(dt.Size()), cu.NoStream); err != nil {
-				return devErr("copy", err)
-			}
-		}
-		st.down = grow(st.down, int(st.mean()-from)/8)
+		st.down = grow(st.down, int(to-from)/8)
 		return cudaCopyDtoH(st.down, from)
 	})
 	if err != nil {
 		return err
 	}
-	w := st.down
-	if s.batch {
-		copy(s.moms, unsafe.Slice((*kern.Moments)(unsafe.Pointer(&w[0])), len(s.moms)))
-		w = w[3*st.k:]
-	}
 	s.aff = grow(s.aff, 2*na)
-	for i := range 2 * min(na, 1) {
-		v := w[i*na : (i+1)*na]
-		if dt == tensor.Float64 {
-			copy(s.aff[i*na:], v)
-			continue
+	naw := 2 * na * int(dt.Size()) / 8 // words of γ and β
+	if dt == tensor.Float64 {
+		copy(s.aff, st.down[:naw])
+	} else if na > 0 {
+		for i, e := range unsafe.Slice((*float32)(unsafe.Pointer(&st.down[0])), 2*na) {
+			s.aff[i] = float64(e)
 		}
-		for j, e := range unsafe.Slice((*float32)(unsafe.Pointer(&v[0])), na) {
-			s.aff[i*na+j] = float64(e)
-		}
+	}
+	if s.batch && len(s.moms) > 0 {
+		copy(s.moms, unsafe.Slice((*kern.Moments)(unsafe.Pointer(&st.down[naw])), len(s.moms)))
 	}
 	if err := op.statistics(x.Shape()); err != nil {
 		return err
