@@ -47,7 +47,7 @@ type cudaState struct {
 	plan  *cudaops.Plan
 	buf   cu.DevicePtr // float64 words: γ, β 2A | moments 3K | mean K | a K | b K | c K | sums 2K
 	k, na int          // K and A (affine parameters) the buffer was sized for
-	down  []float64    // host staging of moments | γ | β
+	down  []float64    // host staging of γ | β | moments
 	up    []float64    // host staging of mean | a | b | c
 	host  []float32    // staging for dγ, dβ of a float32 op
 }
