@@ -75,9 +75,9 @@ if sys.argv[1] == "plan":
 sys.argv = sys.argv[1:]
 plan, before, after, th = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3]), torch(sys.argv[4])
 later = load(sys.argv[5]) if len(sys.argv) > 5 else None
-head = ["shape", "dtype", "pass", "cudaops pipeline", "bn ops, before", "bn ops", "cuDNN", "PyTorch native", "cuDNN ÷ bn ops"]
+head = ["shape", "dtype", "pass", "cudaops pipeline", "bn ops, before", "bn ops, one copy (v1)", "cuDNN", "PyTorch native", "cuDNN ÷ bn ops v1"]
 if later:
-    head.append("bn ops, later run")
+    head.append("bn ops, final code (another H200, later run)")
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 for pas, (pn, ti) in PASSES.items():
