@@ -135,10 +135,13 @@ func (p *Plan[T]) blockApply(i int) {
 			lo, hi := o+bl.s0, o+bl.s1
 			k := k0 + c
 			if p.dy == nil {
-				affine(p.x[lo:hi], p.out[lo:hi], p.mean[k], p.b[k], p.c[k])
+				affine(p.x[lo:hi], p.out[lo:hi], p.mean[k], p.b[k], p.c[k], p.stream)
 			} else {
-				affine2(p.x[lo:hi], p.dy[lo:hi], p.out[lo:hi], p.mean[k], p.a[k], p.b[k], p.c[k])
+				affine2(p.x[lo:hi], p.dy[lo:hi], p.out[lo:hi], p.mean[k], p.a[k], p.b[k], p.c[k], p.stream)
 			}
 		}
+	}
+	if p.stream {
+		streamFence()
 	}
 }

@@ -62,16 +62,27 @@ func dot[T Float](xs, dys []T, m float64) (float64, float64) {
 	return dotGo(xs, dys, m)
 }
 
-func affine[T Float](xs, out []T, m, b, c float64) {
+// affine and affine2 stream their stores (inner_stream_amd64.go) when
+// stream is set.
+
+func affine[T Float](xs, out []T, m, b, c float64, stream bool) {
 	if useAVX512 && len(xs) >= 8 {
+		if stream {
+			affineStream(xs, out[:len(xs)], m, b, c)
+			return
+		}
 		affineAVX512(xs, out[:len(xs)], m, b, c)
 		return
 	}
 	affineGo(xs, out, m, b, c)
 }
 
-func affine2[T Float](xs, dys, out []T, m, a, b, c float64) {
+func affine2[T Float](xs, dys, out []T, m, a, b, c float64, stream bool) {
 	if useAVX512 && len(xs) >= 8 {
+		if stream {
+			affine2Stream(xs, dys[:len(xs)], out[:len(xs)], m, a, b, c)
+			return
+		}
 		affine2AVX512(xs, dys[:len(xs)], out[:len(xs)], m, a, b, c)
 		return
 	}

@@ -16,8 +16,8 @@ func dev[T Float](xs []T, m float64) (float64, float64) { return devGo(xs, m) }
 func dot[T Float](xs, dys []T, m float64) (float64, float64) {
 	return dotGo(xs, dys, m)
 }
-func affine[T Float](xs, out []T, m, b, c float64) { affineGo(xs, out, m, b, c) }
-func affine2[T Float](xs, dys, out []T, m, a, b, c float64) {
+func affine[T Float](xs, out []T, m, b, c float64, _ bool) { affineGo(xs, out, m, b, c) }
+func affine2[T Float](xs, dys, out []T, m, a, b, c float64, _ bool) {
 	affine2Go(xs, dys, out, m, a, b, c)
 }
 func rowStats[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
@@ -32,3 +32,8 @@ func rowAffine[T Float](x, out []T, ld, rows int, m, b, c []float64) {
 func rowAffine2[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float64) {
 	rowAffine2Go(x, dy, out, ld, rows, m, a, b, c)
 }
+
+// Streaming stores exist only with the vector loops.
+
+func streams[T Float](int) bool { return false }
+func streamFence()              {}

@@ -29,6 +29,7 @@ type Plan[T Float] struct {
 
 	// arguments of the running phase
 	phase      int
+	stream     bool // Apply's plane passes use streaming stores
 	x, dy, out []T
 	mean       []float64 // per segment·C
 	a, b, c    []float64 // per segment·C
@@ -189,6 +190,11 @@ func (p *Plan[T]) build() {
 	}
 }
 
+// streamMin is the size in bytes of an Apply output from which its plane
+// passes use streaming stores, where the vector loops have them
+// (inner_stream_amd64.go; the threshold comes from BenchmarkKern).
+var streamMin = 4 << 20
+
 // serialReduce is the number of partial results below which the reduction
 // runs on the calling goroutine: a phase of its own costs more than the
 // merges (a few ns each) whenever a worker has to be woken.
@@ -264,6 +270,7 @@ func (p *Plan[T]) reduce(phase int) {
 // Apply(x, dy, dx, μ, a, b, c). out may alias x or dy.
 func (p *Plan[T]) Apply(x, dy, out []T, mean, a, b, c []float64) {
 	p.x, p.dy, p.out, p.mean, p.a, p.b, p.c = x, dy, out, mean, a, b, c
+	p.stream = p.l.S != 1 && streams[T](len(out))
 	p.phase = phaseApply
 	p.f.do(len(p.ablocks), p.threads, p)
 	p.release()

@@ -2,6 +2,7 @@ package kern
 
 import (
 	"fmt"
+	"math"
 	"math/rand"
 	"testing"
 )
@@ -62,19 +63,38 @@ func benchKern[T Float](b *testing.B, l Layout) {
 	}
 	run("copy", 2*sz, func() { copy(y, x) })
 	run("stats", sz, func() { p.Stats(x, ms) })
-	run("apply", 2*sz, func() { p.Apply(x, nil, y, mean, nil, sc, sh) })
 	run("sums", 2*sz, func() { p.BackwardSums(x, dy, mean, sums) })
-	run("dx", 3*sz, func() { p.Apply(x, dy, dx, mean, ca, cb, cc) })
-	run("fwd", 3*sz, func() {
-		p.Stats(x, ms)
-		p.Apply(x, nil, y, mean, nil, sc, sh)
-	})
-	run("fwdbwd", 8*sz, func() {
-		p.Stats(x, ms)
-		p.Apply(x, nil, y, mean, nil, sc, sh)
-		p.BackwardSums(x, dy, mean, sums)
-		p.Apply(x, dy, dx, mean, ca, cb, cc)
-	})
+	// The passes that write a tensor, with the default choice of stores
+	// and, where there are streaming stores, with each kind forced.
+	stores := []struct {
+		name string
+		min  int
+	}{{"", streamMin}}
+	if simdPath() != "go" {
+		stores = append(stores, struct {
+			name string
+			min  int
+		}{"/cached", math.MaxInt}, struct {
+			name string
+			min  int
+		}{"/stream", 0})
+	}
+	for _, st := range stores {
+		old := setStreamMin(st.min)
+		run("apply"+st.name, 2*sz, func() { p.Apply(x, nil, y, mean, nil, sc, sh) })
+		run("dx"+st.name, 3*sz, func() { p.Apply(x, dy, dx, mean, ca, cb, cc) })
+		run("fwd"+st.name, 3*sz, func() {
+			p.Stats(x, ms)
+			p.Apply(x, nil, y, mean, nil, sc, sh)
+		})
+		run("fwdbwd"+st.name, 8*sz, func() {
+			p.Stats(x, ms)
+			p.Apply(x, nil, y, mean, nil, sc, sh)
+			p.BackwardSums(x, dy, mean, sums)
+			p.Apply(x, dy, dx, mean, ca, cb, cc)
+		})
+		setStreamMin(old)
+	}
 }
 
 func sizeof[T Float](T) int {
