@@ -55,6 +55,35 @@ func at64(p unsafe.Pointer, i int) vec {
 
 func ptr[T any](s []T) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(s)) }
 
+// bcast, masked and merge stand for archsimd's BroadcastFloat64x8,
+// Float64x8.Masked and Float64x8.Merge, which are Go code over intrinsics
+// rather than intrinsics: they are not inlined into the instantiations of
+// these generic loops that importing packages compile (package bn
+// instantiates Plan[float32] without access to archsimd's function
+// bodies), and a call between vector instructions passes its arguments
+// with SSE instructions, each ~300 cycles with dirty upper halves on Intel
+// (measured: 8×256×14×14 float32 Apply 3–6× slower). These are kern's own,
+// made of intrinsics only, and inline wherever the loops are compiled.
+
+// bcast returns x in every lane.
+func bcast(x float64) vec {
+	var z archsimd.Float64x2
+	return z.SetElem(0, x).Broadcast1To8()
+}
+
+// masked returns v with the lanes outside m zeroed.
+func masked(v vec, m archsimd.Mask64x8) vec {
+	return v.AsInt64x8().And(m.ToInt64x8()).AsFloat64x8()
+}
+
+// merge returns x in the lanes of m and y in the others: y ^ ((x^y) & m).
+// (The form (x & m) | (y &^ m) returned wrong lanes when inlined here with
+// Go 1.26.8, not investigated further; the tails' tests catch either.)
+func merge(x, y vec, m archsimd.Mask64x8) vec {
+	ix, iy := x.AsInt64x8(), y.AsInt64x8()
+	return iy.Xor(ix.Xor(iy).And(m.ToInt64x8())).AsFloat64x8()
+}
+
 // top returns the mask of the last r (1 ≤ r ≤ 8) lanes.
 func top(r int) archsimd.Mask64x8 {
 	return archsimd.Mask64x8FromBits(uint8(0xff) << (8 - r))
@@ -112,7 +141,7 @@ func sumAVX512[T Float](xs []T) float64 {
 		i += 8
 	}
 	if r := n - i; r > 0 {
-		a3 = a3.Add(at[T](p, n-8).Masked(top(r)))
+		a3 = a3.Add(masked(at[T](p, n-8), top(r)))
 	}
 	var s [2]float64
 	fold(a0.Add(a1).Add(a2.Add(a3)), &s)
@@ -130,7 +159,7 @@ func pair32(p unsafe.Pointer, i int) vec {
 
 func devAVX512[T Float](xs []T, m float64) (sq, lin float64) {
 	n, p := len(xs), ptr(xs)
-	mv := archsimd.BroadcastFloat64x8(m)
+	mv := bcast(m)
 	var q0, q1, q2, q3, l0, l1, l2, l3 vec
 	i := 0
 	for ; i+32 <= n; i += 32 {
@@ -163,7 +192,7 @@ func devAVX512[T Float](xs []T, m float64) (sq, lin float64) {
 		i += 8
 	}
 	if r := n - i; r > 0 {
-		d := at[T](p, n-8).Sub(mv).Masked(top(r))
+		d := masked(at[T](p, n-8).Sub(mv), top(r))
 		q3 = d.MulAdd(d, q3)
 		l3 = l3.Add(d)
 	}
@@ -179,7 +208,7 @@ func devAVX512[T Float](xs []T, m float64) (sq, lin float64) {
 // store-to-load round trip per iteration.
 func dotAVX512[T Float](xs, dys []T, m float64) (sdy, sdyx float64) {
 	n, px, pg := len(xs), ptr(xs), ptr(dys)
-	mv := archsimd.BroadcastFloat64x8(m)
+	mv := bcast(m)
 	var a0, a1, b0, b1 vec
 	i := 0
 	for ; i+16 <= n; i += 16 {
@@ -197,9 +226,9 @@ func dotAVX512[T Float](xs, dys []T, m float64) (sdy, sdyx float64) {
 		i += 8
 	}
 	if r := n - i; r > 0 {
-		g := at[T](pg, n-8).Masked(top(r))
+		g := masked(at[T](pg, n-8), top(r))
 		a1 = a1.Add(g)
-		b1 = g.MulAdd(at[T](px, n-8).Sub(mv).Masked(top(r)), b1)
+		b1 = g.MulAdd(masked(at[T](px, n-8).Sub(mv), top(r)), b1)
 	}
 	var a, b [2]float64
 	fold(a0.Add(a1), &a)
@@ -210,9 +239,9 @@ func dotAVX512[T Float](xs, dys []T, m float64) (sdy, sdyx float64) {
 
 func affineAVX512[T Float](xs, out []T, m, b, c float64) {
 	n, px, py := len(xs), ptr(xs), ptr(out)
-	mv := archsimd.BroadcastFloat64x8(m)
-	bv := archsimd.BroadcastFloat64x8(b)
-	cv := archsimd.BroadcastFloat64x8(c)
+	mv := bcast(m)
+	bv := bcast(b)
+	cv := bcast(c)
 	i := 0
 	for ; i+32 <= n; i += 32 {
 		put[T](at[T](px, i).Sub(mv).MulAdd(bv, cv), py, i)
@@ -226,17 +255,17 @@ func affineAVX512[T Float](xs, out []T, m, b, c float64) {
 	if r := n - i; r > 0 {
 		// out may alias xs: the overlapped lanes keep what was stored.
 		y := at[T](px, n-8).Sub(mv).MulAdd(bv, cv)
-		put[T](y.Merge(at[T](py, n-8), top(r)), py, n-8)
+		put[T](merge(y, at[T](py, n-8), top(r)), py, n-8)
 	}
 	archsimd.ClearAVXUpperBits()
 }
 
 func affine2AVX512[T Float](xs, dys, out []T, m, a, b, c float64) {
 	n, px, pg, py := len(xs), ptr(xs), ptr(dys), ptr(out)
-	mv := archsimd.BroadcastFloat64x8(m)
-	av := archsimd.BroadcastFloat64x8(a)
-	bv := archsimd.BroadcastFloat64x8(b)
-	cv := archsimd.BroadcastFloat64x8(c)
+	mv := bcast(m)
+	av := bcast(a)
+	bv := bcast(b)
+	cv := bcast(c)
 	i := 0
 	for ; i+32 <= n; i += 32 {
 		put[T](at[T](pg, i).MulAdd(av, at[T](px, i).Sub(mv).MulAdd(bv, cv)), py, i)
@@ -249,7 +278,7 @@ func affine2AVX512[T Float](xs, dys, out []T, m, a, b, c float64) {
 	}
 	if r := n - i; r > 0 {
 		y := at[T](pg, n-8).MulAdd(av, at[T](px, n-8).Sub(mv).MulAdd(bv, cv))
-		put[T](y.Merge(at[T](py, n-8), top(r)), py, n-8)
+		put[T](merge(y, at[T](py, n-8), top(r)), py, n-8)
 	}
 	archsimd.ClearAVXUpperBits()
 }
@@ -282,7 +311,7 @@ func st64(v vec, p unsafe.Pointer, i int) {
 
 func rowStatsAVX512[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
 	w, px := len(part), ptr(x)
-	cv := archsimd.BroadcastFloat64x8(cnt)
+	cv := bcast(cnt)
 	var sa, qa, la [rowChunk + 8]float64
 	ps, pq, pl := unsafe.Pointer(&sa), unsafe.Pointer(&qa), unsafe.Pointer(&la)
 	nc := (w + rowChunk - 1) / rowChunk
@@ -427,7 +456,7 @@ func rowAffineAVX512[T Float](x, out []T, ld, rows int, m, b, c []float64) {
 		mv, bv, cv := at64(pm, last), at64(pb, last), at64(pc, last)
 		for r := o + last; r < o+last+4*ld; r += ld {
 			y := at[T](px, r).Sub(mv).Mul(bv).Add(cv)
-			put[T](y.Merge(at[T](py, r), keep), py, r)
+			put[T](merge(y, at[T](py, r), keep), py, r)
 		}
 	}
 	for ; n < rows; n, o = n+1, o+ld {
@@ -435,7 +464,7 @@ func rowAffineAVX512[T Float](x, out []T, ld, rows int, m, b, c []float64) {
 			put[T](at[T](px, o+j).Sub(at64(pm, j)).Mul(at64(pb, j)).Add(at64(pc, j)), py, o+j)
 		}
 		y := at[T](px, o+last).Sub(at64(pm, last)).Mul(at64(pb, last)).Add(at64(pc, last))
-		put[T](y.Merge(at[T](py, o+last), keep), py, o+last)
+		put[T](merge(y, at[T](py, o+last), keep), py, o+last)
 	}
 	archsimd.ClearAVXUpperBits()
 }
@@ -462,7 +491,7 @@ func rowAffine2AVX512[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float6
 		mv, av, bv, cv := at64(pm, last), at64(pa, last), at64(pb, last), at64(pc, last)
 		for r := o + last; r < o+last+4*ld; r += ld {
 			y := av.Mul(at[T](pg, r)).Add(at[T](px, r).Sub(mv).Mul(bv)).Add(cv)
-			put[T](y.Merge(at[T](py, r), keep), py, r)
+			put[T](merge(y, at[T](py, r), keep), py, r)
 		}
 	}
 	for ; n < rows; n, o = n+1, o+ld {
@@ -472,7 +501,7 @@ func rowAffine2AVX512[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float6
 		}
 		j := last
 		y := at64(pa, j).Mul(at[T](pg, o+j)).Add(at[T](px, o+j).Sub(at64(pm, j)).Mul(at64(pb, j))).Add(at64(pc, j))
-		put[T](y.Merge(at[T](py, o+j), keep), py, o+j)
+		put[T](merge(y, at[T](py, o+j), keep), py, o+j)
 	}
 	archsimd.ClearAVXUpperBits()
 }
