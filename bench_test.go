@@ -14,6 +14,8 @@ package bn
 import (
 	"fmt"
 	"math/rand"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/gorgonia-bn/bn/internal/kern"
@@ -73,6 +75,41 @@ func BenchmarkCopy(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					copy(dst, src)
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkCopyPar is the bandwidth ceiling of the machine's cores: the copy
+// of one tensor split into GOMAXPROCS contiguous parts copied concurrently
+// (the kernels use every core; a single memmove may not reach the memory
+// bandwidth alone).
+func BenchmarkCopyPar(b *testing.B) {
+	for _, s := range benchShapes {
+		for _, dt := range benchDtypes {
+			b.Run(shapeName(s, dt), func(b *testing.B) {
+				n := int(tensorBytes(s, dt))
+				src, dst := make([]byte, n), make([]byte, n)
+				k := runtime.GOMAXPROCS(0)
+				var wg sync.WaitGroup
+				par := func() {
+					for i := range k {
+						wg.Go(func() {
+							lo, hi := i*n/k&^63, (i+1)*n/k&^63
+							if i == k-1 {
+								hi = n
+							}
+							copy(dst[lo:hi], src[lo:hi])
+						})
+					}
+					wg.Wait()
+				}
+				par() // fault the pages in before timing
+				b.SetBytes(2 * int64(n))
+				b.ReportAllocs()
+				for b.Loop() {
+					par()
 				}
 			})
 		}

@@ -4,10 +4,12 @@
 Usage: benchdata/table.py BENCH.txt BENCH-SIMD.txt TORCH.txt
 
 BENCH.txt: go test -run '^$' -bench 'Copy|Kernels|Graph' -benchtime 300ms -count 5 .
-BENCH-SIMD.txt: the same with GOEXPERIMENT=simd and -bench 'Kernels|Graph/bn'
+BENCH-SIMD.txt: the same with GOEXPERIMENT=simd and -bench 'Copy|Kernels|Graph/bn'
 TORCH.txt: /usr/bin/python3 bench_torch.py
 Medians of the repeated runs; the floor is 3× (fwd) or 8× (fwd+bwd) the
-tensor's bytes at the median copy bandwidth of that shape and dtype.
+tensor's bytes at the copy bandwidth of that shape and dtype: the faster of
+the single memmove (Copy) and the copy split over all cores (CopyPar), taken
+from the simd file when it has them (the same run as the simd kernels).
 """
 import re
 import statistics
@@ -35,7 +37,7 @@ def load(path):
 
 def main(bench, simd, torch):
     ns, mbs, allocs = load(bench)
-    sns, _, sallocs = load(simd)
+    sns, smbs, sallocs = load(simd)
     tq = {}
     for line in open(torch):
         f = line.split()
@@ -54,7 +56,9 @@ def main(bench, simd, torch):
         for sd in shapes:
             shape, dt = sd.split("/")
             # A copy moves the tensor twice (read + write).
-            floor_us = (3 if p == "fwd" else 8) * ns["Copy/" + sd] / 2
+            cp = sns if "Copy/" + sd in sns else ns
+            copy_us = min(cp[k + sd] for k in ("Copy/", "CopyPar/") if k + sd in cp)
+            floor_us = (3 if p == "fwd" else 8) * copy_us / 2
             kp, ks = ns.get(f"Kernels/{p}/{sd}"), sns.get(f"Kernels/{p}/{sd}")
             gp, gs = ns.get(f"Graph/bn/{p}/{sd}"), sns.get(f"Graph/bn/{p}/{sd}")
             rp, rs = ns.get(f"Graph/bnreuse/{p}/{sd}"), sns.get(f"Graph/bnreuse/{p}/{sd}")
@@ -64,7 +68,10 @@ def main(bench, simd, torch):
                   f"{kp:.0f} / {ks:.0f} | {100 * floor_us / ks:.0f}% | {gs:.0f} ({gp:.0f}) | {rs:.0f} ({rp:.0f}) | "
                   f"{gg:.0f} | {gg / gs:.1f}× ({gg / rs:.1f}×) | {t:.0f} | {t / gs:.2f}× ({t / rs:.2f}×) |")
     print()
-    print("copy GB/s: " + ", ".join(f"{s.replace('/float', ' ')} {mbs['Copy/' + s] / 1000:.0f}" for s in shapes))
+    cm = smbs if any(k.startswith("Copy") for k in smbs) else mbs
+    gbs = lambda k: f"{cm[k] / 1000:.0f}" if k in cm else "–"
+    print("copy GB/s, one memmove / split over all cores: " + ", ".join(
+        f"{s.replace('/float', ' ')} {gbs('Copy/' + s)} / {gbs('CopyPar/' + s)}" for s in shapes))
     a = lambda d, pre: sorted(v for k, v in d.items() if k.startswith(pre))
     for lbl, d, pre in (("bn graph allocs/op fwd (simd)", sallocs, "Graph/bn/fwd/"),
                         ("bn graph allocs/op fwd+bwd (simd)", sallocs, "Graph/bn/fwdbwd/"),
