@@ -24,7 +24,7 @@ import (
 // the data through a base pointer, without bounds checks, and never outside
 // the slices. A tail of r < 8 elements is done with the vector of the last
 // eight elements, which overlaps elements already done: their lanes are
-// zeroed (sums) or keep the value already stored (element-wise kernels).
+// zeroed (sums) or not stored (element-wise kernels: masked stores).
 //
 // Every kernel ends with ClearAVXUpperBits (VZEROUPPER): scalar SSE code run
 // after 512-bit code with dirty upper halves was measured ~3× slower.
@@ -55,8 +55,8 @@ func at64(p unsafe.Pointer, i int) vec {
 
 func ptr[T any](s []T) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(s)) }
 
-// bcast, masked and merge stand for archsimd's BroadcastFloat64x8,
-// Float64x8.Masked and Float64x8.Merge, which are Go code over intrinsics
+// bcast and masked stand for archsimd's BroadcastFloat64x8 and
+// Float64x8.Masked, which are Go code over intrinsics
 // rather than intrinsics: they are not inlined into the instantiations of
 // these generic loops that importing packages compile (package bn
 // instantiates Plan[float32] without access to archsimd's function
@@ -76,17 +76,21 @@ func masked(v vec, m archsimd.Mask64x8) vec {
 	return v.AsInt64x8().And(m.ToInt64x8()).AsFloat64x8()
 }
 
-// merge returns x in the lanes of m and y in the others: y ^ ((x^y) & m).
-// (The form (x & m) | (y &^ m) returned wrong lanes when inlined here with
-// Go 1.26.8, not investigated further; the tails' tests catch either.)
-func merge(x, y vec, m archsimd.Mask64x8) vec {
-	ix, iy := x.AsInt64x8(), y.AsInt64x8()
-	return iy.Xor(ix.Xor(iy).And(m.ToInt64x8())).AsFloat64x8()
-}
+// topBits returns the bits of the last r (1 ≤ r ≤ 8) lanes; top, their
+// mask.
+func topBits(r int) uint8         { return uint8(0xff) << (8 - r) }
+func top(r int) archsimd.Mask64x8 { return archsimd.Mask64x8FromBits(topBits(r)) }
 
-// top returns the mask of the last r (1 ≤ r ≤ 8) lanes.
-func top(r int) archsimd.Mask64x8 {
-	return archsimd.Mask64x8FromBits(uint8(0xff) << (8 - r))
+// putMasked stores the lanes of v selected by the bits m into p[i:i+8],
+// rounded to T, and leaves the other elements untouched (a masked store:
+// no read of out, so no stall on the store just made to the overlapped
+// lanes, and out may alias the input).
+func putMasked[T Float](v vec, p unsafe.Pointer, i int, m uint8) {
+	if is32[T]() {
+		v.ConvertToFloat32().StoreMasked((*[8]float32)(unsafe.Add(p, 4*i)), archsimd.Mask32x8FromBits(m))
+		return
+	}
+	v.StoreMasked((*[8]float64)(unsafe.Add(p, 8*i)), archsimd.Mask64x8FromBits(m))
 }
 
 // fold sums the lanes of v pairwise down to two, (v0+v4)+(v2+v6) and
@@ -253,9 +257,8 @@ func affineAVX512[T Float](xs, out []T, m, b, c float64) {
 		put[T](at[T](px, i).Sub(mv).MulAdd(bv, cv), py, i)
 	}
 	if r := n - i; r > 0 {
-		// out may alias xs: the overlapped lanes keep what was stored.
-		y := at[T](px, n-8).Sub(mv).MulAdd(bv, cv)
-		put[T](merge(y, at[T](py, n-8), top(r)), py, n-8)
+		// The overlapped lanes are not stored again (out may alias xs).
+		putMasked[T](at[T](px, n-8).Sub(mv).MulAdd(bv, cv), py, n-8, topBits(r))
 	}
 	archsimd.ClearAVXUpperBits()
 }
@@ -278,7 +281,7 @@ func affine2AVX512[T Float](xs, dys, out []T, m, a, b, c float64) {
 	}
 	if r := n - i; r > 0 {
 		y := at[T](pg, n-8).MulAdd(av, at[T](px, n-8).Sub(mv).MulAdd(bv, cv))
-		put[T](merge(y, at[T](py, n-8), top(r)), py, n-8)
+		putMasked[T](y, py, n-8, topBits(r))
 	}
 	archsimd.ClearAVXUpperBits()
 }
@@ -438,7 +441,7 @@ func rowAffineAVX512[T Float](x, out []T, ld, rows int, m, b, c []float64) {
 	w, px, py := len(m), ptr(x), ptr(out)
 	pm, pb, pc := ptr(m), ptr(b), ptr(c)
 	nv, last := rowVecs(w)
-	keep := top(8 - (8*(nv-1) - last)) // out may alias x: overlapped lanes keep what was stored
+	keep := topBits(8 - (8*(nv-1) - last)) // out may alias x: overlapped lanes are not stored again
 	n, o := 0, 0
 	for ; n+4 <= rows; n, o = n+4, o+4*ld {
 		for j := 0; j < 8*(nv-1); j += 8 {
@@ -456,7 +459,7 @@ func rowAffineAVX512[T Float](x, out []T, ld, rows int, m, b, c []float64) {
 		mv, bv, cv := at64(pm, last), at64(pb, last), at64(pc, last)
 		for r := o + last; r < o+last+4*ld; r += ld {
 			y := at[T](px, r).Sub(mv).Mul(bv).Add(cv)
-			put[T](merge(y, at[T](py, r), keep), py, r)
+			putMasked[T](y, py, r, keep)
 		}
 	}
 	for ; n < rows; n, o = n+1, o+ld {
@@ -464,7 +467,7 @@ func rowAffineAVX512[T Float](x, out []T, ld, rows int, m, b, c []float64) {
 			put[T](at[T](px, o+j).Sub(at64(pm, j)).Mul(at64(pb, j)).Add(at64(pc, j)), py, o+j)
 		}
 		y := at[T](px, o+last).Sub(at64(pm, last)).Mul(at64(pb, last)).Add(at64(pc, last))
-		put[T](merge(y, at[T](py, o+last), keep), py, o+last)
+		putMasked[T](y, py, o+last, keep)
 	}
 	archsimd.ClearAVXUpperBits()
 }
@@ -473,7 +476,7 @@ func rowAffine2AVX512[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float6
 	w, px, pg, py := len(m), ptr(x), ptr(dy), ptr(out)
 	pm, pa, pb, pc := ptr(m), ptr(a), ptr(b), ptr(c)
 	nv, last := rowVecs(w)
-	keep := top(8 - (8*(nv-1) - last))
+	keep := topBits(8 - (8*(nv-1) - last))
 	n, o := 0, 0
 	for ; n+4 <= rows; n, o = n+4, o+4*ld {
 		for j := 0; j < 8*(nv-1); j += 8 {
@@ -491,7 +494,7 @@ func rowAffine2AVX512[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float6
 		mv, av, bv, cv := at64(pm, last), at64(pa, last), at64(pb, last), at64(pc, last)
 		for r := o + last; r < o+last+4*ld; r += ld {
 			y := av.Mul(at[T](pg, r)).Add(at[T](px, r).Sub(mv).Mul(bv)).Add(cv)
-			put[T](merge(y, at[T](py, r), keep), py, r)
+			putMasked[T](y, py, r, keep)
 		}
 	}
 	for ; n < rows; n, o = n+1, o+ld {
@@ -501,7 +504,7 @@ func rowAffine2AVX512[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float6
 		}
 		j := last
 		y := at64(pa, j).Mul(at[T](pg, o+j)).Add(at[T](px, o+j).Sub(at64(pm, j)).Mul(at64(pb, j))).Add(at64(pc, j))
-		put[T](merge(y, at[T](py, o+j), keep), py, o+j)
+		putMasked[T](y, py, o+j, keep)
 	}
 	archsimd.ClearAVXUpperBits()
 }
