@@ -3,13 +3,13 @@ package bn
 // Benchmarks against Gorgonia's own BatchNorm and the copy bandwidth. Run:
 //
 //	go test -run '^$' -bench . -benchtime 300ms -count 5 . | tee bench.txt
-//	GOEXPERIMENT=simd go test -run '^$' -bench 'Kernels|Graph/bn' -benchtime 300ms -count 5 . | tee bench-simd.txt
+//	GOEXPERIMENT=simd go test -run '^$' -bench 'Copy|Kernels|Graph/bn' -benchtime 300ms -count 5 . | tee bench-simd.txt
 //	go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da bench.txt
 //
 // MB/s counts the ideal memory traffic: 3× the tensor bytes for a forward
 // pass (read x twice, write y), 8× for forward+backward, and 2× for the
-// copy (read, write) — so each figure divided by Copy's is the fraction of
-// the bandwidth floor reached.
+// copy (read, write) — so each figure divided by the faster of Copy's and
+// CopyPar's is the fraction of the bandwidth floor reached.
 
 import (
 	"fmt"
