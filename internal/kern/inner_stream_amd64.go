@@ -11,10 +11,10 @@ import "unsafe"
 // memory. For outputs far larger than the caches that removes a quarter of
 // the forward's memory traffic (read x twice, write y: 4 → 3 tensor passes
 // with the ownership read) and a sixth of the backward's. For outputs that
-// fit in the caches it is a loss: the next reader of y, or the next pass
-// over x, would have found them there. The kernels (stream_amd64.s) compute
-// the same fused operations as affineAVX512 and affine2AVX512, lane for
-// lane: streamed or not, y is the same bit for bit.
+// their reader (the next layer) would still find in a cache — tens of MB
+// with a large L3 — it is a loss: see streamMin. The kernels
+// (stream_amd64.s) compute the same fused operations as affineAVX512 and
+// affine2AVX512, lane for lane: streamed or not, y is the same bit for bit.
 
 // streams reports whether an Apply writing n elements of T streams.
 func streams[T Float](n int) bool {

@@ -38,7 +38,7 @@ func benchKern[T Float](b *testing.B, l Layout) {
 	}
 	var z T
 	sz := int64(n) * int64(sizeof(z))
-	p := NewPlan[T](l, 0)
+	p, q := NewPlan[T](l, 0), NewPlan[T](l, 0)
 	ms := make([]Moments, l.C)
 	mean, sc, sh := make([]float64, l.C), make([]float64, l.C), make([]float64, l.C)
 	ca, cb, cc := make([]float64, l.C), make([]float64, l.C), make([]float64, l.C)
@@ -86,6 +86,14 @@ func benchKern[T Float](b *testing.B, l Layout) {
 		run("fwd"+st.name, 3*sz, func() {
 			p.Stats(x, ms)
 			p.Apply(x, nil, y, mean, nil, sc, sh)
+		})
+		// fwd followed by what a next layer does first: read y (its
+		// statistics pass). Streamed stores send y to memory; this shows
+		// what that costs its reader (it sets streamMin).
+		run("fwdnext"+st.name, 4*sz, func() {
+			p.Stats(x, ms)
+			p.Apply(x, nil, y, mean, nil, sc, sh)
+			q.Stats(y, ms)
 		})
 		run("fwdbwd"+st.name, 8*sz, func() {
 			p.Stats(x, ms)
