@@ -194,10 +194,11 @@ func (p *Plan[T]) build() {
 // passes use streaming stores, where the vector loops have them
 // (inner_stream_amd64.go). Streaming makes the pass itself faster from a
 // few MiB on, but sends y to memory, where its reader — the next layer —
-// must fetch it again: BenchmarkKern's fwdnext (forward, then the
+// must fetch it again. BenchmarkKern's fwdnext (forward, then the
 // statistics pass of a next layer over y) was 20–25 % slower streamed at 8
-// and 17 MB, even at 51 MB, and 24 % faster at 103 MB (Intel, 2026-12-03).
-var streamMin = 64 << 20
+// and 17 MB, 4 % faster at 51 MB and 24 % faster at 103 MB (Intel,
+// 2026-12-03); at 51 MB the BN passes alone gain 20–25 %.
+var streamMin = 32 << 20
 
 // serialReduce is the number of partial results below which the reduction
 // runs on the calling goroutine: a phase of its own costs more than the
