@@ -65,20 +65,7 @@ func tensorBytes(s tensor.Shape, dt tensor.Dtype) int64 {
 
 // BenchmarkCopy is the bandwidth ceiling: copy of one tensor.
 func BenchmarkCopy(b *testing.B) {
-	for _, s := range benchShapes {
-		for _, dt := range benchDtypes {
-			b.Run(shapeName(s, dt), func(b *testing.B) {
-				n := int(tensorBytes(s, dt))
-				src, dst := make([]byte, n), make([]byte, n)
-				copy(dst, src) // fault the pages in before timing
-				b.SetBytes(2 * int64(n))
-				b.ReportAllocs()
-				for b.Loop() {
-					copy(dst, src)
-				}
-			})
-		}
-	}
+	benchCopy(b, func(dst, src []byte) { copy(dst, src) })
 }
 
 // BenchmarkCopyPar is the bandwidth ceiling of the machine's cores: the copy
@@ -86,33 +73,56 @@ func BenchmarkCopy(b *testing.B) {
 // (the kernels use every core; a single memmove may not reach the memory
 // bandwidth alone).
 func BenchmarkCopyPar(b *testing.B) {
+	k := runtime.GOMAXPROCS(0)
+	var wg sync.WaitGroup
+	benchCopy(b, func(dst, src []byte) {
+		n := len(src)
+		for i := range k {
+			wg.Go(func() {
+				lo, hi := i*n/k&^63, (i+1)*n/k&^63
+				if i == k-1 {
+					hi = n
+				}
+				copy(dst[lo:hi], src[lo:hi])
+			})
+		}
+		wg.Wait()
+	})
+}
+
+func benchCopy(b *testing.B, cp func(dst, src []byte)) {
 	for _, s := range benchShapes {
 		for _, dt := range benchDtypes {
 			b.Run(shapeName(s, dt), func(b *testing.B) {
 				n := int(tensorBytes(s, dt))
 				src, dst := make([]byte, n), make([]byte, n)
-				k := runtime.GOMAXPROCS(0)
-				var wg sync.WaitGroup
-				par := func() {
-					for i := range k {
-						wg.Go(func() {
-							lo, hi := i*n/k&^63, (i+1)*n/k&^63
-							if i == k-1 {
-								hi = n
-							}
-							copy(dst[lo:hi], src[lo:hi])
-						})
-					}
-					wg.Wait()
-				}
-				par() // fault the pages in before timing
+				cp(dst, src) // fault the pages in before timing
 				b.SetBytes(2 * int64(n))
 				b.ReportAllocs()
 				for b.Loop() {
-					par()
+					cp(dst, src)
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkTapeMachine is the floor of a graph run: RunAll and Reset of a
+// TapeMachine whose graph is one negation of 8 values.
+func BenchmarkTapeMachine(b *testing.B) {
+	g := gorgonia.NewGraph()
+	x := gorgonia.NewTensor(g, tensor.Float32, 1, gorgonia.WithShape(8), gorgonia.WithName("x"), gorgonia.WithInit(gorgonia.Ones()))
+	if _, err := gorgonia.Neg(x); err != nil {
+		b.Fatal(err)
+	}
+	m := gorgonia.NewTapeMachine(g)
+	defer m.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := m.RunAll(); err != nil {
+			b.Fatal(err)
+		}
+		m.Reset()
 	}
 }
 

@@ -56,14 +56,15 @@ func at64(p unsafe.Pointer, i int) vec {
 func ptr[T any](s []T) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(s)) }
 
 // bcast and masked stand for archsimd's BroadcastFloat64x8 and
-// Float64x8.Masked, which are Go code over intrinsics
-// rather than intrinsics: they are not inlined into the instantiations of
+// Float64x8.Masked, which are Go code over intrinsics rather than
+// intrinsics: they are not inlined into the instantiations of
 // these generic loops that importing packages compile (package bn
 // instantiates Plan[float32] without access to archsimd's function
 // bodies), and a call between vector instructions passes its arguments
 // with SSE instructions, each ~300 cycles with dirty upper halves on Intel
-// (measured: 8×256×14×14 float32 Apply 3–6× slower). These are kern's own,
-// made of intrinsics only, and inline wherever the loops are compiled.
+// (measured: 8×256×14×14 float32 forward kernels 3.6× slower). These are
+// kern's own, made of intrinsics only, and inline wherever the loops are
+// compiled.
 
 // bcast returns x in every lane.
 func bcast(x float64) vec {
@@ -97,7 +98,7 @@ func putMasked[T Float](v vec, p unsafe.Pointer, i int, m uint8) {
 // (v1+v5)+(v3+v7), and stores them in p; the kernels add the pair only
 // after ClearAVXUpperBits. The scalar add and loads are SSE instructions,
 // and on Intel CPUs each one run with dirty upper halves was measured to
-// cost ~300 cycles (8×256×14×14 float32 statistics 5× slower). Going
+// cost ~300 cycles (8×256×14×14 float32 statistics 8× slower). Going
 // through memory keeps the compiler from moving them before the clear.
 func fold(v vec, p *[2]float64) {
 	h := v.GetLo().Add(v.GetHi())

@@ -197,7 +197,7 @@ func (p *Plan[T]) build() {
 // must fetch it again. BenchmarkKern's fwdnext (forward, then the
 // statistics pass of a next layer over y) was 20–25 % slower streamed at 8
 // and 17 MB, 4 % faster at 51 MB and 24 % faster at 103 MB (Intel,
-// 2026-12-03); at 51 MB the BN passes alone gain 20–25 %.
+// 2026-12-03); at 51 MB the forward alone gains 25 %.
 var streamMin = 32 << 20
 
 // serialReduce is the number of partial results below which the reduction

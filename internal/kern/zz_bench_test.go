@@ -66,18 +66,13 @@ func benchKern[T Float](b *testing.B, l Layout) {
 	run("sums", 2*sz, func() { p.BackwardSums(x, dy, mean, sums) })
 	// The passes that write a tensor, with the default choice of stores
 	// and, where there are streaming stores, with each kind forced.
-	stores := []struct {
+	type storeKind struct {
 		name string
-		min  int
-	}{{"", streamMin}}
+		min  int // streamMin
+	}
+	stores := []storeKind{{"", streamMin}}
 	if simdPath() != "go" {
-		stores = append(stores, struct {
-			name string
-			min  int
-		}{"/cached", math.MaxInt}, struct {
-			name string
-			min  int
-		}{"/stream", 0})
+		stores = append(stores, storeKind{"/cached", math.MaxInt}, storeKind{"/stream", 0})
 	}
 	for _, st := range stores {
 		old := setStreamMin(st.min)
