@@ -1,19 +1,34 @@
-//go:build goexperiment.simd && amd64
+//go:build amd64 && !purego
 
 package kern
 
 import (
-	"simd/archsimd"
 	"unsafe"
+
+	"golang.org/x/sys/cpu"
 )
 
-// With GOEXPERIMENT=simd on amd64 the block loops use the AVX-512 inner
-// loops of inner_avx512_amd64.go when the CPU has AVX-512 (F, CD, BW, DQ,
-// VL), the portable ones of inner_go.go otherwise.
+// On amd64 the block loops use the AVX-512 inner loops of inner_amd64.s
+// (plane reductions, row kernels) and affine_amd64.s (plane element-wise
+// kernels) when the CPU and the OS support AVX-512 (F, CD, BW, DQ, VL),
+// the portable ones of inner_go.go otherwise or with the purego build tag.
+// They compute in float64 lanes what the portable loops compute:
+//
+//   - the plane kernels (sum, dev, dot, affine, affine2) keep several
+//     vectors of partial sums and use fused multiply-adds: their results
+//     depend only on the data and its length (not on alignment or
+//     threads) but differ from the portable loops in the last bits;
+//   - the row kernels (S = 1) give lane k to channel k and accumulate the
+//     rows in order with unfused operations, exactly as the portable
+//     loops: they match them bit for bit.
+//
+// The dispatchers below check the lengths and hand the kernels base
+// pointers; inputs shorter than one vector go to the portable loops.
 
 var (
-	haveAVX512 = archsimd.X86.AVX512()
-	useAVX512  = haveAVX512
+	haveAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512CD && cpu.X86.HasAVX512BW &&
+		cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL
+	useAVX512 = haveAVX512
 )
 
 // setSIMD turns the vector loops on or off (tests, benchmarks) and reports
@@ -37,76 +52,208 @@ func is32[T Float]() bool {
 	return unsafe.Sizeof(z) == 4
 }
 
-// The dispatchers check the lengths (the vector loops index through a base
-// pointer, unchecked); inputs shorter than one vector go to the portable
-// loops.
+func ptr[T any](s []T) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(s)) }
 
+// topBits returns the mask of the last r (0 ≤ r ≤ 8) lanes of 8.
+func topBits(r int) uint64 { return 0xff << (8 - r) & 0xff }
+
+// sum, on float32 data, adds the elements in pairs in float32 before
+// widening them (one conversion per 16 elements instead of two; the
+// conversions bound the loop). Each pair sum is rounded once, |error| ≤
+// 2⁻²⁴·|x_i + x_j|, so the result is within 2⁻²⁴·Σ|x| (plus float64
+// rounding) of Σx. sum serves only the first-pass mean of the corrected
+// two-pass algorithm: the second pass, in float64, computes Σ(x−m)² and
+// Σ(x−m) around that m, and the correction (mean = m + Σ(x−m)/n, M2 =
+// Σ(x−m)² − (Σ(x−m))²/n) is exact for any m, so the moments keep float64
+// accuracy (simd_test.go checks it).
 func sum[T Float](xs []T) float64 {
-	if useAVX512 && len(xs) >= 8 {
-		return sumAVX512(xs)
+	n := len(xs)
+	if !useAVX512 || n < 8 {
+		return sumGo(xs)
 	}
-	return sumGo(xs)
+	if is32[T]() {
+		return sum32(ptr(xs), n, topBits(n&7))
+	}
+	return sum64(ptr(xs), n, topBits(n&7))
 }
 
 func dev[T Float](xs []T, m float64) (float64, float64) {
-	if useAVX512 && len(xs) >= 8 {
-		return devAVX512(xs, m)
+	n := len(xs)
+	if !useAVX512 || n < 8 {
+		return devGo(xs, m)
 	}
-	return devGo(xs, m)
+	if is32[T]() {
+		return dev32(ptr(xs), n, topBits(n&7), m)
+	}
+	return dev64(ptr(xs), n, topBits(n&7), m)
 }
 
 func dot[T Float](xs, dys []T, m float64) (float64, float64) {
-	if useAVX512 && len(xs) >= 8 {
-		return dotAVX512(xs, dys[:len(xs)], m)
+	n := len(xs)
+	if !useAVX512 || n < 8 {
+		return dotGo(xs, dys, m)
 	}
-	return dotGo(xs, dys, m)
+	dys = dys[:n]
+	if is32[T]() {
+		return dot32(ptr(xs), ptr(dys), n, topBits(n&7), m)
+	}
+	return dot64(ptr(xs), ptr(dys), n, topBits(n&7), m)
 }
 
-// affine and affine2 stream their stores (inner_stream_amd64.go) when
-// stream is set.
+// affine and affine2 write y with streaming stores when stream is set
+// (see streams).
 
 func affine[T Float](xs, out []T, m, b, c float64, stream bool) {
-	if useAVX512 && len(xs) >= 8 {
-		if stream {
-			affineStream(xs, out[:len(xs)], m, b, c)
-			return
-		}
-		affineAVX512(xs, out[:len(xs)], m, b, c)
+	n := len(xs)
+	if !useAVX512 || n < 8 {
+		affineGo(xs, out, m, b, c)
 		return
 	}
-	affineGo(xs, out, m, b, c)
+	out = out[:n]
+	h, hm, tm := alignSplit[T](ptr(out), n)
+	f := affine64
+	switch {
+	case is32[T]() && stream:
+		f = affineStream32
+	case is32[T]():
+		f = affine32
+	case stream:
+		f = affineStream64
+	}
+	f(ptr(xs), ptr(out), n, h, hm, tm, m, b, c)
 }
 
 func affine2[T Float](xs, dys, out []T, m, a, b, c float64, stream bool) {
-	if useAVX512 && len(xs) >= 8 {
-		if stream {
-			affine2Stream(xs, dys[:len(xs)], out[:len(xs)], m, a, b, c)
-			return
-		}
-		affine2AVX512(xs, dys[:len(xs)], out[:len(xs)], m, a, b, c)
+	n := len(xs)
+	if !useAVX512 || n < 8 {
+		affine2Go(xs, dys, out, m, a, b, c)
 		return
 	}
-	affine2Go(xs, dys, out, m, a, b, c)
+	dys, out = dys[:n], out[:n]
+	h, hm, tm := alignSplit[T](ptr(out), n)
+	f := affine2_64
+	switch {
+	case is32[T]() && stream:
+		f = affine2Stream32
+	case is32[T]():
+		f = affine2_32
+	case stream:
+		f = affine2Stream64
+	}
+	f(ptr(xs), ptr(dys), ptr(out), n, h, hm, tm, m, a, b, c)
 }
 
-// The row kernels leave blocks narrower than one vector to the portable
-// loops.
+// alignSplit returns the number h ≤ 7 of elements of an n-element (n ≥ 8)
+// output at p before the first one aligned to a vector of elements (32
+// bytes for float32, 64 for float64), and the masks of the head (the first
+// h lanes of x[0:8]) and of the tail (the last (n−h) mod 8 lanes of
+// x[n−8:n]).
+func alignSplit[T Float](p unsafe.Pointer, n int) (h int, hm, tm uint64) {
+	size := 8
+	if is32[T]() {
+		size = 4
+	}
+	h = int(-uintptr(p)&uintptr(8*size-1)) / size
+	return h, 1<<h - 1, topBits((n - h) & 7)
+}
+
+// The row kernels walk the rows in order, four at a time, over chunks of
+// at most rowChunk channels, and keep the per-channel sums of a chunk in
+// float64 arrays on the stack (L1): every access to the data is then
+// sequential within a row, with no stride of a whole row between two
+// consecutive loads or between a store and the next loads, which defeated
+// the prefetchers and hit 4 KB aliasing at C = 1024. A chunk whose width
+// is not a multiple of 8 ends with the vector of its last 8 channels,
+// whose first lanes redo channels already done (the same sums, not read
+// back; the element-wise kernels do not store them again). Blocks
+// narrower than one vector go to the portable loops.
+
+// rowChunk is the widest chunk of channels a row reduction works on at once.
+const rowChunk = 128
+
+// rowAcc maps the channels of a chunk to their accumulator index: k below
+// tail is k, k at or above it is in the last vector (channel last = w−8).
+func rowAcc(k, tail, last int) int {
+	if k >= tail {
+		return tail + k - last
+	}
+	return k
+}
 
 func rowStats[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
-	if !useAVX512 || rows <= 0 || len(part) < 8 {
+	w := len(part)
+	if !useAVX512 || rows <= 0 || w < 8 {
 		rowStatsGo(x, ld, rows, part, cnt)
 		return
 	}
-	rowStatsAVX512(x[:(rows-1)*ld+len(part)], ld, rows, part, cnt)
+	x = x[:(rows-1)*ld+w]
+	var z T
+	sz := int(unsafe.Sizeof(z))
+	var sa, qa, la [rowChunk + 8]float64
+	nc := (w + rowChunk - 1) / rowChunk
+	for ci := range nc {
+		k0, k1 := ci*w/nc, (ci+1)*w/nc
+		nv, last := (k1-k0+7)/8, k1-k0-8
+		end, lastb, px := 64*(nv-1), last*sz, ptr(x[k0:])
+		clear(sa[:8*nv])
+		clear(qa[:8*nv])
+		clear(la[:8*nv])
+		if sz == 4 {
+			rowSum32(px, ld*sz, rows, end, lastb, unsafe.Pointer(&sa))
+		} else {
+			rowSum64(px, ld*sz, rows, end, lastb, unsafe.Pointer(&sa))
+		}
+		for k := range 8 * nv {
+			sa[k] /= cnt
+		}
+		if sz == 4 {
+			rowDev32(px, ld*sz, rows, end, lastb, unsafe.Pointer(&sa), unsafe.Pointer(&qa), unsafe.Pointer(&la))
+		} else {
+			rowDev64(px, ld*sz, rows, end, lastb, unsafe.Pointer(&sa), unsafe.Pointer(&qa), unsafe.Pointer(&la))
+		}
+		tail := 8 * (nv - 1)
+		for k := range part[k0:k1] {
+			j := rowAcc(k, tail, last)
+			m, q, l := sa[j], qa[j], la[j]
+			part[k0+k] = Moments{N: cnt, Mean: m + l/cnt, M2: q - l*l/cnt}
+		}
+	}
 }
 
 func rowDot[T Float](x, dy []T, ld, rows int, mean []float64, part []Moments) {
-	if !useAVX512 || rows <= 0 || len(part) < 8 {
+	w := len(part)
+	if !useAVX512 || rows <= 0 || w < 8 {
 		rowDotGo(x, dy, ld, rows, mean, part)
 		return
 	}
-	n := (rows-1)*ld + len(part)
-	rowDotAVX512(x[:n], dy[:n], ld, rows, mean[:len(part)], part)
+	n := (rows-1)*ld + w
+	x, dy, mean = x[:n], dy[:n], mean[:w]
+	var z T
+	sz := int(unsafe.Sizeof(z))
+	dyx := uintptr(ptr(dy)) - uintptr(ptr(x))
+	var ma, aa, ba [rowChunk + 8]float64
+	nc := (w + rowChunk - 1) / rowChunk
+	for ci := range nc {
+		k0, k1 := ci*w/nc, (ci+1)*w/nc
+		nv, last := (k1-k0+7)/8, k1-k0-8
+		end, lastb, px := 64*(nv-1), last*sz, ptr(x[k0:])
+		// The means in accumulator order: vector v at channel min(8v, last).
+		copy(ma[:8*(nv-1)], mean[k0:])
+		copy(ma[8*(nv-1):8*nv], mean[k0+last:])
+		clear(aa[:8*nv])
+		clear(ba[:8*nv])
+		pm, pa, pb := unsafe.Pointer(&ma), unsafe.Pointer(&aa), unsafe.Pointer(&ba)
+		if sz == 4 {
+			rowDot32(px, ld*sz, rows, end, lastb, pm, pa, pb, dyx)
+		} else {
+			rowDot64(px, ld*sz, rows, end, lastb, pm, pa, pb, dyx)
+		}
+		tail := 8 * (nv - 1)
+		for k := range part[k0:k1] {
+			j := rowAcc(k, tail, last)
+			part[k0+k] = Moments{Mean: aa[j], M2: ba[j]}
+		}
+	}
 }
 
 func rowAffine[T Float](x, out []T, ld, rows int, m, b, c []float64) {
@@ -116,7 +263,17 @@ func rowAffine[T Float](x, out []T, ld, rows int, m, b, c []float64) {
 		return
 	}
 	n := (rows-1)*ld + w
-	rowAffineAVX512(x[:n], out[:n], ld, rows, m, b[:w], c[:w])
+	x, out, b, c = x[:n], out[:n], b[:w], c[:w]
+	nv, last := (w+7)/8, w-8
+	keep := topBits(8 - (8*(nv-1) - last)) // out may alias x: overlapped lanes are not stored again
+	var z T
+	sz := int(unsafe.Sizeof(z))
+	ox := uintptr(ptr(out)) - uintptr(ptr(x))
+	if sz == 4 {
+		rowAffine32(ptr(x), ld*sz, rows, 64*(nv-1), last*sz, keep, 8*last, ptr(m), ptr(b), ptr(c), ox)
+		return
+	}
+	rowAffine64(ptr(x), ld*sz, rows, 64*(nv-1), last*sz, keep, 8*last, ptr(m), ptr(b), ptr(c), ox)
 }
 
 func rowAffine2[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float64) {
@@ -126,5 +283,78 @@ func rowAffine2[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float64) {
 		return
 	}
 	n := (rows-1)*ld + w
-	rowAffine2AVX512(x[:n], dy[:n], out[:n], ld, rows, m, a[:w], b[:w], c[:w])
+	x, dy, out, a, b, c = x[:n], dy[:n], out[:n], a[:w], b[:w], c[:w]
+	nv, last := (w+7)/8, w-8
+	keep := topBits(8 - (8*(nv-1) - last))
+	var z T
+	sz := int(unsafe.Sizeof(z))
+	dyx := uintptr(ptr(dy)) - uintptr(ptr(x))
+	ox := uintptr(ptr(out)) - uintptr(ptr(x))
+	if sz == 4 {
+		rowAffine2_32(ptr(x), ld*sz, rows, 64*(nv-1), last*sz, keep, 8*last, ptr(m), ptr(a), ptr(b), ptr(c), dyx, ox)
+		return
+	}
+	rowAffine2_64(ptr(x), ld*sz, rows, 64*(nv-1), last*sz, keep, 8*last, ptr(m), ptr(a), ptr(b), ptr(c), dyx, ox)
 }
+
+// The kernels of inner_amd64.s and affine_amd64.s (AVX-512).
+
+//go:noescape
+func sum32(x unsafe.Pointer, n int, tm uint64) float64
+
+//go:noescape
+func sum64(x unsafe.Pointer, n int, tm uint64) float64
+
+//go:noescape
+func dev32(x unsafe.Pointer, n int, tm uint64, m float64) (sq, lin float64)
+
+//go:noescape
+func dev64(x unsafe.Pointer, n int, tm uint64, m float64) (sq, lin float64)
+
+//go:noescape
+func dot32(x, dy unsafe.Pointer, n int, tm uint64, m float64) (sdy, sdyx float64)
+
+//go:noescape
+func dot64(x, dy unsafe.Pointer, n int, tm uint64, m float64) (sdy, sdyx float64)
+
+//go:noescape
+func affine32(x, y unsafe.Pointer, n, h int, hm, tm uint64, m, b, c float64)
+
+//go:noescape
+func affine64(x, y unsafe.Pointer, n, h int, hm, tm uint64, m, b, c float64)
+
+//go:noescape
+func affine2_32(x, dy, y unsafe.Pointer, n, h int, hm, tm uint64, m, a, b, c float64)
+
+//go:noescape
+func affine2_64(x, dy, y unsafe.Pointer, n, h int, hm, tm uint64, m, a, b, c float64)
+
+//go:noescape
+func rowSum32(x unsafe.Pointer, ldb, rows, end, lastb int, s unsafe.Pointer)
+
+//go:noescape
+func rowSum64(x unsafe.Pointer, ldb, rows, end, lastb int, s unsafe.Pointer)
+
+//go:noescape
+func rowDev32(x unsafe.Pointer, ldb, rows, end, lastb int, m, q, l unsafe.Pointer)
+
+//go:noescape
+func rowDev64(x unsafe.Pointer, ldb, rows, end, lastb int, m, q, l unsafe.Pointer)
+
+//go:noescape
+func rowDot32(x unsafe.Pointer, ldb, rows, end, lastb int, m, a, b unsafe.Pointer, dyx uintptr)
+
+//go:noescape
+func rowDot64(x unsafe.Pointer, ldb, rows, end, lastb int, m, a, b unsafe.Pointer, dyx uintptr)
+
+//go:noescape
+func rowAffine32(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, b, c unsafe.Pointer, ox uintptr)
+
+//go:noescape
+func rowAffine64(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, b, c unsafe.Pointer, ox uintptr)
+
+//go:noescape
+func rowAffine2_32(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, a, b, c unsafe.Pointer, dyx, ox uintptr)
+
+//go:noescape
+func rowAffine2_64(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, a, b, c unsafe.Pointer, dyx, ox uintptr)

@@ -1,9 +1,9 @@
-//go:build !goexperiment.simd || !amd64
+//go:build !amd64 || purego
 
 package kern
 
-// Without GOEXPERIMENT=simd on amd64 the block loops use the portable inner
-// loops of inner_go.go.
+// Off amd64, or with the purego build tag, the block loops use the portable
+// inner loops of inner_go.go.
 
 // simdPath names the inner loops in use, for tests and benchmarks.
 func simdPath() string { return "go" }

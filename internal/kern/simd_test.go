@@ -1,9 +1,9 @@
 package kern
 
-// Tests of the inner loops: the ones the block loops use (vector loops with
-// GOEXPERIMENT=simd on an AVX-512 CPU) against the portable ones of
-// inner_go.go, which are always built. Run with and without
-// GOEXPERIMENT=simd; without it both sides are the portable loops.
+// Tests of the inner loops: the ones the block loops use (the AVX-512
+// assembly on an amd64 CPU that has it) against the portable ones of
+// inner_go.go, which are always built. Elsewhere, or with -tags purego,
+// both sides are the portable loops.
 
 import (
 	"math"

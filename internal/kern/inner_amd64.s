@@ -1,0 +1,573 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// The AVX-512 inner loops of inner_amd64.go. Each computes what its
+// portable namesake in inner_go.go computes, in float64 lanes: float32 data
+// is widened on load (VCVTPS2PD) and rounded once on store (VCVTPD2PS).
+// The Go wrappers check the lengths; these loops address the data through
+// base pointers and never read or write outside it. Every function ends
+// with VZEROUPPER: scalar SSE code run after 512-bit code with dirty upper
+// halves costs ~300 cycles per instruction on Intel.
+//
+// One body per kernel, instantiated for each element type by the element
+// macros: LD widens 8 elements at src to float64 lanes in dst, LDZ does it
+// with the lanes outside mask k zeroed, ST stores Z0 rounded to dst, STM
+// stores the lanes of Z0 selected by k. SZ is the element size and
+// VB = 8·SZ the bytes of one vector of elements.
+
+#define LD32(src, dst) VCVTPS2PD src, dst
+#define LDZ32(src, k, dst) VCVTPS2PD.Z src, k, dst
+#define ST32(dst) VCVTPD2PS Z0, Y0; VMOVUPS Y0, dst
+#define STM32(k, dst) VCVTPD2PS Z0, Y0; VMOVUPS Y0, k, dst
+#define LD64(src, dst) VMOVUPD src, dst
+#define LDZ64(src, k, dst) VMOVUPD.Z src, k, dst
+#define ST64(dst) VMOVUPD Z0, dst
+#define STM64(k, dst) VMOVUPD Z0, k, dst
+
+// FOLD leaves in the low lane of X the sum of the eight lanes of Z, in a
+// fixed tree: ((z0+z4)+(z2+z6)) + ((z1+z5)+(z3+z7)). Clobbers Z14.
+#define FOLD(Z, Y, X) \
+	VEXTRACTF64X4 $1, Z, Y14 \
+	VADDPD        Y14, Y, Y \
+	VEXTRACTF128  $1, Y, X14 \
+	VADDPD        X14, X, X \
+	VUNPCKHPD     X, X, X14 \
+	VADDSD        X14, X, X
+
+// ---------------------------------------------------------------------
+// Plane reductions. Four (sum, dev) or two (dot) vectors of partial sums
+// per result, combined as (a0+a1)+(a2+a3) and folded: the result depends
+// only on the data and its length. The r = n mod 8 < 8 last elements are
+// taken from the vector of the last eight, with the 8−r lanes already
+// counted zeroed (tail mask tm = the top r bits of 8, 0 when r = 0).
+// Registers: SI x, BX dy, CX n, AX i, DX the limit of the 32- or 16-wide
+// loop.
+
+// DEV1 accumulates d = x − m (m in Z8) from src: q += d·d (fused), l += d.
+#define DEV1(LD, src, q, l, d) \
+	LD(src, d) \
+	VSUBPD      Z8, d, d \
+	VFMADD231PD d, d, q \
+	VADDPD      d, l, l
+
+// dev: sq = Σ(x−m)², lin = Σ(x−m) in Z0..Z3 and Z4..Z7.
+#define DEV(LD, LDZ, SZ, VB) \
+	MOVQ         x+0(FP), SI \
+	MOVQ         n+8(FP), CX \
+	VBROADCASTSD m+24(FP), Z8 \
+	VXORPD       Z0, Z0, Z0 \
+	VXORPD       Z1, Z1, Z1 \
+	VXORPD       Z2, Z2, Z2 \
+	VXORPD       Z3, Z3, Z3 \
+	VXORPD       Z4, Z4, Z4 \
+	VXORPD       Z5, Z5, Z5 \
+	VXORPD       Z6, Z6, Z6 \
+	VXORPD       Z7, Z7, Z7 \
+	XORQ         AX, AX \
+	LEAQ         -32(CX), DX \
+loop32: \
+	CMPQ AX, DX \
+	JGT  tail16 \
+	DEV1(LD, (SI)(AX*SZ), Z0, Z4, Z9) \
+	DEV1(LD, VB(SI)(AX*SZ), Z1, Z5, Z10) \
+	DEV1(LD, 2*VB(SI)(AX*SZ), Z2, Z6, Z11) \
+	DEV1(LD, 3*VB(SI)(AX*SZ), Z3, Z7, Z12) \
+	ADDQ $32, AX \
+	JMP  loop32 \
+tail16: \
+	LEAQ 16(AX), DX \
+	CMPQ DX, CX \
+	JGT  tail8 \
+	DEV1(LD, (SI)(AX*SZ), Z0, Z4, Z9) \
+	DEV1(LD, VB(SI)(AX*SZ), Z1, Z5, Z10) \
+	MOVQ DX, AX \
+tail8: \
+	LEAQ 8(AX), DX \
+	CMPQ DX, CX \
+	JGT  tail \
+	DEV1(LD, (SI)(AX*SZ), Z2, Z6, Z9) \
+tail: \
+	KMOVQ       tm+16(FP), K1 \
+	KORTESTQ    K1, K1 \
+	JZ          done \
+	LEAQ        -VB(SI)(CX*SZ), SI \
+	LD((SI), Z9) \
+	VSUBPD.Z    Z8, Z9, K1, Z9 \
+	VFMADD231PD Z9, Z9, Z3 \
+	VADDPD      Z9, Z7, Z7 \
+done: \
+	VADDPD Z1, Z0, Z0 \
+	VADDPD Z3, Z2, Z2 \
+	VADDPD Z2, Z0, Z0 \
+	VADDPD Z5, Z4, Z4 \
+	VADDPD Z7, Z6, Z6 \
+	VADDPD Z6, Z4, Z4 \
+	FOLD(Z0, Y0, X0) \
+	FOLD(Z4, Y4, X4) \
+	VZEROUPPER \
+	MOVSD  X0, sq+32(FP) \
+	MOVSD  X4, lin+40(FP) \
+	RET
+
+// DOT1 accumulates g = dy (from gsrc) and g·(x−m) (x from xsrc, m in Z8):
+// a += g, b += g·(x−m) (fused).
+#define DOT1(LD, xsrc, gsrc, a, b, g, d) \
+	LD(gsrc, g) \
+	VADDPD      g, a, a \
+	LD(xsrc, d) \
+	VSUBPD      Z8, d, d \
+	VFMADD231PD d, g, b
+
+// dot: sdy = Σdy in Z0, Z1; sdyx = Σdy·(x−m) in Z2, Z3.
+#define DOT(LD, LDZ, SZ, VB) \
+	MOVQ         x+0(FP), SI \
+	MOVQ         dy+8(FP), BX \
+	MOVQ         n+16(FP), CX \
+	VBROADCASTSD m+32(FP), Z8 \
+	VXORPD       Z0, Z0, Z0 \
+	VXORPD       Z1, Z1, Z1 \
+	VXORPD       Z2, Z2, Z2 \
+	VXORPD       Z3, Z3, Z3 \
+	XORQ         AX, AX \
+	LEAQ         -16(CX), DX \
+loop16: \
+	CMPQ AX, DX \
+	JGT  tail8 \
+	DOT1(LD, (SI)(AX*SZ), (BX)(AX*SZ), Z0, Z2, Z9, Z10) \
+	DOT1(LD, VB(SI)(AX*SZ), VB(BX)(AX*SZ), Z1, Z3, Z11, Z12) \
+	ADDQ $16, AX \
+	JMP  loop16 \
+tail8: \
+	LEAQ 8(AX), DX \
+	CMPQ DX, CX \
+	JGT  tail \
+	DOT1(LD, (SI)(AX*SZ), (BX)(AX*SZ), Z0, Z2, Z9, Z10) \
+tail: \
+	KMOVQ       tm+24(FP), K1 \
+	KORTESTQ    K1, K1 \
+	JZ          done \
+	LEAQ        -VB(SI)(CX*SZ), SI \
+	LEAQ        -VB(BX)(CX*SZ), BX \
+	LDZ((BX), K1, Z9) \
+	VADDPD      Z9, Z1, Z1 \
+	LD((SI), Z10) \
+	VSUBPD.Z    Z8, Z10, K1, Z10 \
+	VFMADD231PD Z10, Z9, Z3 \
+done: \
+	VADDPD Z1, Z0, Z0 \
+	VADDPD Z3, Z2, Z2 \
+	FOLD(Z0, Y0, X0) \
+	FOLD(Z2, Y2, X2) \
+	VZEROUPPER \
+	MOVSD  X0, sdy+40(FP) \
+	MOVSD  X2, sdyx+48(FP) \
+	RET
+
+// ---------------------------------------------------------------------
+// Row reductions (S = 1). x holds rows of channels, ldb bytes apart; the
+// wrapper gives the channels of one chunk, nv vectors of 8: vector v < nv−1
+// at channel 8v, the last at channel last (its first lanes may redo
+// channels of the one before). The accumulators of vector v are the 8
+// float64 at byte 64·v of each accumulator array (end = 64·(nv−1) is the
+// last one's). Rows are added in row order, four at a time, with unfused
+// operations, exactly as the portable loops: the results match them bit
+// for bit.
+//
+// Registers: SI the first row of the group, R8 ldb, CX rows left, DX the
+// accumulator offset, AX BX R9 R10 the vector's address in the group's
+// four rows.
+
+#define RROWS(BODY4, BODY1, VB) \
+	MOVQ x+0(FP), SI \
+	MOVQ ldb+8(FP), R8 \
+	MOVQ rows+16(FP), CX \
+g4: \
+	CMPQ CX, $4 \
+	JLT  g1 \
+	MOVQ SI, AX \
+	LEAQ (SI)(R8*1), BX \
+	LEAQ (SI)(R8*2), R9 \
+	LEAQ (BX)(R8*2), R10 \
+	XORQ DX, DX \
+	CMPQ DX, end+24(FP) \
+	JGE  g4l \
+g4v: \
+	BODY4 \
+	ADDQ $VB, AX \
+	ADDQ $VB, BX \
+	ADDQ $VB, R9 \
+	ADDQ $VB, R10 \
+	ADDQ $64, DX \
+	CMPQ DX, end+24(FP) \
+	JLT  g4v \
+g4l: \
+	MOVQ lastb+32(FP), AX \
+	ADDQ SI, AX \
+	LEAQ (AX)(R8*1), BX \
+	LEAQ (AX)(R8*2), R9 \
+	LEAQ (BX)(R8*2), R10 \
+	BODY4 \
+	LEAQ (SI)(R8*4), SI \
+	SUBQ $4, CX \
+	JMP  g4 \
+g1: \
+	TESTQ CX, CX \
+	JLE   done \
+	MOVQ  SI, AX \
+	XORQ  DX, DX \
+	CMPQ  DX, end+24(FP) \
+	JGE   g1l \
+g1v: \
+	BODY1 \
+	ADDQ $VB, AX \
+	ADDQ $64, DX \
+	CMPQ DX, end+24(FP) \
+	JLT  g1v \
+g1l: \
+	MOVQ lastb+32(FP), AX \
+	ADDQ SI, AX \
+	BODY1 \
+	ADDQ R8, SI \
+	DECQ CX \
+	JMP  g1 \
+done: \
+	VZEROUPPER \
+	RET
+
+// rowSum: s += x, accumulators s at DI.
+#define RSUM4(LD) \
+	VMOVUPD (DI)(DX*1), Z0 \
+	LD((AX), Z1) \
+	LD((BX), Z2) \
+	LD((R9), Z3) \
+	LD((R10), Z4) \
+	VADDPD  Z1, Z0, Z0 \
+	VADDPD  Z2, Z0, Z0 \
+	VADDPD  Z3, Z0, Z0 \
+	VADDPD  Z4, Z0, Z0 \
+	VMOVUPD Z0, (DI)(DX*1)
+
+#define RSUM1(LD) \
+	VMOVUPD (DI)(DX*1), Z0 \
+	LD((AX), Z1) \
+	VADDPD  Z1, Z0, Z0 \
+	VMOVUPD Z0, (DI)(DX*1)
+
+// rowDev: d = x − m, q += d·d, l += d (unfused); m, q, l at DI, R11, R12.
+#define RDEV(LD, src) \
+	LD(src, Z3) \
+	VSUBPD Z0, Z3, Z3 \
+	VMULPD Z3, Z3, Z4 \
+	VADDPD Z4, Z1, Z1 \
+	VADDPD Z3, Z2, Z2
+
+#define RDEVLOAD \
+	VMOVUPD (DI)(DX*1), Z0 \
+	VMOVUPD (R11)(DX*1), Z1 \
+	VMOVUPD (R12)(DX*1), Z2
+
+#define RDEVSTORE \
+	VMOVUPD Z1, (R11)(DX*1) \
+	VMOVUPD Z2, (R12)(DX*1)
+
+#define RDEV4(LD) \
+	RDEVLOAD \
+	RDEV(LD, (AX)) \
+	RDEV(LD, (BX)) \
+	RDEV(LD, (R9)) \
+	RDEV(LD, (R10)) \
+	RDEVSTORE
+
+#define RDEV1(LD) \
+	RDEVLOAD \
+	RDEV(LD, (AX)) \
+	RDEVSTORE
+
+// rowDot: g = dy (at x + R13), a += g, b += g·(x − m) (unfused); m, a, b
+// at DI, R11, R12.
+#define RDOT(LD, src) \
+	LD((src)(R13*1), Z3) \
+	VADDPD Z3, Z1, Z1 \
+	LD((src), Z4) \
+	VSUBPD Z0, Z4, Z4 \
+	VMULPD Z4, Z3, Z4 \
+	VADDPD Z4, Z2, Z2
+
+#define RDOT4(LD) \
+	RDEVLOAD \
+	RDOT(LD, AX) \
+	RDOT(LD, BX) \
+	RDOT(LD, R9) \
+	RDOT(LD, R10) \
+	RDEVSTORE
+
+#define RDOT1(LD) \
+	RDEVLOAD \
+	RDOT(LD, AX) \
+	RDEVSTORE
+
+// ---------------------------------------------------------------------
+// Row element-wise kernels (S = 1), one row at a time across its w
+// channels: vector v < nv−1 at channel 8v, the last at channel last, whose
+// lanes already written (the top bits of keep are the new ones) are not
+// stored again (out may alias x). The per-channel coefficients are
+// float64 arrays indexed by channel: DX is the byte offset 8·channel
+// (end = 64·(nv−1), lastc = 8·last). Unfused operations, as the portable
+// loops: y = (x−m)·b + c and y = a·dy + (x−m)·b + c.
+//
+// Registers: SI the row, R8 ldb, CX rows left, AX the vector's address.
+
+#define AROWS(BODY, BODYL, VB) \
+	MOVQ  x+0(FP), SI \
+	MOVQ  ldb+8(FP), R8 \
+	MOVQ  rows+16(FP), CX \
+	KMOVQ keep+40(FP), K1 \
+r1: \
+	TESTQ CX, CX \
+	JLE   done \
+	MOVQ  SI, AX \
+	XORQ  DX, DX \
+	CMPQ  DX, end+24(FP) \
+	JGE   r1l \
+r1v: \
+	BODY \
+	ADDQ $VB, AX \
+	ADDQ $64, DX \
+	CMPQ DX, end+24(FP) \
+	JLT  r1v \
+r1l: \
+	MOVQ lastb+32(FP), AX \
+	ADDQ SI, AX \
+	MOVQ lastc+48(FP), DX \
+	BODYL \
+	ADDQ R8, SI \
+	DECQ CX \
+	JMP  r1 \
+done: \
+	VZEROUPPER \
+	RET
+
+// rowAffine: m, b, c at DI, R11, R12; out at x + R13.
+#define RAFF(LD) \
+	LD((AX), Z0) \
+	VSUBPD (DI)(DX*1), Z0, Z0 \
+	VMULPD (R11)(DX*1), Z0, Z0 \
+	VADDPD (R12)(DX*1), Z0, Z0
+
+// rowAffine2: m, a, b, c at DI, R11, R12, R10; dy at x + BX, out at x + R9.
+#define RAFF2(LD) \
+	LD((AX), Z0) \
+	VSUBPD (DI)(DX*1), Z0, Z0 \
+	VMULPD (R12)(DX*1), Z0, Z0 \
+	LD((AX)(BX*1), Z1) \
+	VMULPD (R11)(DX*1), Z1, Z1 \
+	VADDPD Z0, Z1, Z0 \
+	VADDPD (R10)(DX*1), Z0, Z0
+
+// func sum32(x unsafe.Pointer, n int, tm uint64) float64
+//
+// float32 data is added in pairs in float32 before widening (one
+// conversion per 16 elements): the first pass of the corrected two-pass
+// algorithm needs only an approximate mean (see sum in inner_amd64.go).
+TEXT ·sum32(SB), NOSPLIT, $0-32
+	MOVQ   x+0(FP), SI
+	MOVQ   n+8(FP), CX
+	VXORPD Z0, Z0, Z0
+	VXORPD Z1, Z1, Z1
+	VXORPD Z2, Z2, Z2
+	VXORPD Z3, Z3, Z3
+	XORQ   AX, AX
+	LEAQ   -32(CX), DX
+
+loop32:
+	CMPQ      AX, DX
+	JGT       tail16
+	VMOVUPS   (SI)(AX*4), Y4
+	VADDPS    32(SI)(AX*4), Y4, Y4
+	VCVTPS2PD Y4, Z4
+	VADDPD    Z4, Z0, Z0
+	VMOVUPS   64(SI)(AX*4), Y5
+	VADDPS    96(SI)(AX*4), Y5, Y5
+	VCVTPS2PD Y5, Z5
+	VADDPD    Z5, Z1, Z1
+	ADDQ      $32, AX
+	JMP       loop32
+
+tail16:
+	LEAQ      16(AX), DX
+	CMPQ      DX, CX
+	JGT       tail8
+	VMOVUPS   (SI)(AX*4), Y4
+	VADDPS    32(SI)(AX*4), Y4, Y4
+	VCVTPS2PD Y4, Z4
+	VADDPD    Z4, Z2, Z2
+	MOVQ      DX, AX
+
+tail8:
+	LEAQ      8(AX), DX
+	CMPQ      DX, CX
+	JGT       tail
+	VCVTPS2PD (SI)(AX*4), Z4
+	VADDPD    Z4, Z2, Z2
+
+tail:
+	KMOVQ       tm+16(FP), K1
+	KORTESTQ    K1, K1
+	JZ          done
+	LEAQ        -32(SI)(CX*4), SI
+	VCVTPS2PD.Z (SI), K1, Z4
+	VADDPD      Z4, Z3, Z3
+
+done:
+	VADDPD Z1, Z0, Z0
+	VADDPD Z3, Z2, Z2
+	VADDPD Z2, Z0, Z0
+	FOLD(Z0, Y0, X0)
+	VZEROUPPER
+	MOVSD  X0, ret+24(FP)
+	RET
+
+// func sum64(x unsafe.Pointer, n int, tm uint64) float64
+TEXT ·sum64(SB), NOSPLIT, $0-32
+	MOVQ   x+0(FP), SI
+	MOVQ   n+8(FP), CX
+	VXORPD Z0, Z0, Z0
+	VXORPD Z1, Z1, Z1
+	VXORPD Z2, Z2, Z2
+	VXORPD Z3, Z3, Z3
+	XORQ   AX, AX
+	LEAQ   -32(CX), DX
+
+loop32:
+	CMPQ   AX, DX
+	JGT    tail16
+	VADDPD (SI)(AX*8), Z0, Z0
+	VADDPD 64(SI)(AX*8), Z1, Z1
+	VADDPD 128(SI)(AX*8), Z2, Z2
+	VADDPD 192(SI)(AX*8), Z3, Z3
+	ADDQ   $32, AX
+	JMP    loop32
+
+tail16:
+	LEAQ   16(AX), DX
+	CMPQ   DX, CX
+	JGT    tail8
+	VADDPD (SI)(AX*8), Z0, Z0
+	VADDPD 64(SI)(AX*8), Z1, Z1
+	MOVQ   DX, AX
+
+tail8:
+	LEAQ   8(AX), DX
+	CMPQ   DX, CX
+	JGT    tail
+	VADDPD (SI)(AX*8), Z2, Z2
+
+tail:
+	KMOVQ     tm+16(FP), K1
+	KORTESTQ  K1, K1
+	JZ        done
+	LEAQ      -64(SI)(CX*8), SI
+	VMOVUPD.Z (SI), K1, Z4
+	VADDPD    Z4, Z3, Z3
+
+done:
+	VADDPD Z1, Z0, Z0
+	VADDPD Z3, Z2, Z2
+	VADDPD Z2, Z0, Z0
+	FOLD(Z0, Y0, X0)
+	VZEROUPPER
+	MOVSD  X0, ret+24(FP)
+	RET
+
+// func dev32(x unsafe.Pointer, n int, tm uint64, m float64) (sq, lin float64)
+TEXT ·dev32(SB), NOSPLIT, $0-48
+	DEV(LD32, LDZ32, 4, 32)
+
+// func dev64(x unsafe.Pointer, n int, tm uint64, m float64) (sq, lin float64)
+TEXT ·dev64(SB), NOSPLIT, $0-48
+	DEV(LD64, LDZ64, 8, 64)
+
+// func dot32(x, dy unsafe.Pointer, n int, tm uint64, m float64) (sdy, sdyx float64)
+TEXT ·dot32(SB), NOSPLIT, $0-56
+	DOT(LD32, LDZ32, 4, 32)
+
+// func dot64(x, dy unsafe.Pointer, n int, tm uint64, m float64) (sdy, sdyx float64)
+TEXT ·dot64(SB), NOSPLIT, $0-56
+	DOT(LD64, LDZ64, 8, 64)
+
+// func rowSum32(x unsafe.Pointer, ldb, rows, end, lastb int, s unsafe.Pointer)
+TEXT ·rowSum32(SB), NOSPLIT, $0-48
+	MOVQ s+40(FP), DI
+	RROWS(RSUM4(LD32), RSUM1(LD32), 32)
+
+// func rowSum64(x unsafe.Pointer, ldb, rows, end, lastb int, s unsafe.Pointer)
+TEXT ·rowSum64(SB), NOSPLIT, $0-48
+	MOVQ s+40(FP), DI
+	RROWS(RSUM4(LD64), RSUM1(LD64), 64)
+
+// func rowDev32(x unsafe.Pointer, ldb, rows, end, lastb int, m, q, l unsafe.Pointer)
+TEXT ·rowDev32(SB), NOSPLIT, $0-64
+	MOVQ m+40(FP), DI
+	MOVQ q+48(FP), R11
+	MOVQ l+56(FP), R12
+	RROWS(RDEV4(LD32), RDEV1(LD32), 32)
+
+// func rowDev64(x unsafe.Pointer, ldb, rows, end, lastb int, m, q, l unsafe.Pointer)
+TEXT ·rowDev64(SB), NOSPLIT, $0-64
+	MOVQ m+40(FP), DI
+	MOVQ q+48(FP), R11
+	MOVQ l+56(FP), R12
+	RROWS(RDEV4(LD64), RDEV1(LD64), 64)
+
+// func rowDot32(x unsafe.Pointer, ldb, rows, end, lastb int, m, a, b unsafe.Pointer, dyx uintptr)
+TEXT ·rowDot32(SB), NOSPLIT, $0-72
+	MOVQ m+40(FP), DI
+	MOVQ a+48(FP), R11
+	MOVQ b+56(FP), R12
+	MOVQ dyx+64(FP), R13
+	RROWS(RDOT4(LD32), RDOT1(LD32), 32)
+
+// func rowDot64(x unsafe.Pointer, ldb, rows, end, lastb int, m, a, b unsafe.Pointer, dyx uintptr)
+TEXT ·rowDot64(SB), NOSPLIT, $0-72
+	MOVQ m+40(FP), DI
+	MOVQ a+48(FP), R11
+	MOVQ b+56(FP), R12
+	MOVQ dyx+64(FP), R13
+	RROWS(RDOT4(LD64), RDOT1(LD64), 64)
+
+// func rowAffine32(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, b, c unsafe.Pointer, ox uintptr)
+TEXT ·rowAffine32(SB), NOSPLIT, $0-88
+	MOVQ m+56(FP), DI
+	MOVQ b+64(FP), R11
+	MOVQ c+72(FP), R12
+	MOVQ ox+80(FP), R13
+	AROWS(RAFF(LD32); ST32((AX)(R13*1)), RAFF(LD32); STM32(K1, (AX)(R13*1)), 32)
+
+// func rowAffine64(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, b, c unsafe.Pointer, ox uintptr)
+TEXT ·rowAffine64(SB), NOSPLIT, $0-88
+	MOVQ m+56(FP), DI
+	MOVQ b+64(FP), R11
+	MOVQ c+72(FP), R12
+	MOVQ ox+80(FP), R13
+	AROWS(RAFF(LD64); ST64((AX)(R13*1)), RAFF(LD64); STM64(K1, (AX)(R13*1)), 64)
+
+// func rowAffine2_32(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, a, b, c unsafe.Pointer, dyx, ox uintptr)
+TEXT ·rowAffine2_32(SB), NOSPLIT, $0-104
+	MOVQ m+56(FP), DI
+	MOVQ a+64(FP), R11
+	MOVQ b+72(FP), R12
+	MOVQ c+80(FP), R10
+	MOVQ dyx+88(FP), BX
+	MOVQ ox+96(FP), R9
+	AROWS(RAFF2(LD32); ST32((AX)(R9*1)), RAFF2(LD32); STM32(K1, (AX)(R9*1)), 32)
+
+// func rowAffine2_64(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, a, b, c unsafe.Pointer, dyx, ox uintptr)
+TEXT ·rowAffine2_64(SB), NOSPLIT, $0-104
+	MOVQ m+56(FP), DI
+	MOVQ a+64(FP), R11
+	MOVQ b+72(FP), R12
+	MOVQ c+80(FP), R10
+	MOVQ dyx+88(FP), BX
+	MOVQ ox+96(FP), R9
+	AROWS(RAFF2(LD64); ST64((AX)(R9*1)), RAFF2(LD64); STM64(K1, (AX)(R9*1)), 64)
