@@ -1,10 +1,15 @@
 package bn
 
-// Benchmarks against Gorgonia's own BatchNorm and the copy bandwidth. Run:
+// Benchmarks against Gorgonia's own BatchNorm and the copy bandwidth. The
+// README table comes from
 //
-//	go test -run '^$' -bench . -benchtime 300ms -count 5 . | tee bench.txt
-//	GOEXPERIMENT=simd go test -run '^$' -bench 'Copy|Kernels|Graph/bn' -benchtime 300ms -count 5 . | tee bench-simd.txt
-//	go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da bench.txt
+//	bash benchdata/rounds.sh   # 5 rounds of -bench 'Copy|Kernels|Graph', PyTorch, -tags purego
+//	python3 benchdata/table.py benchdata/rounds-{go,torch,purego}-DATE.txt
+//
+// and any two variants compare with
+//
+//	go test -run '^$' -bench 'Kernels' -benchtime 300ms -count 6 . | tee a.txt
+//	go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da a.txt b.txt
 //
 // MB/s counts the ideal memory traffic: 3× the tensor bytes for a forward
 // pass (read x twice, write y), 8× for forward+backward, and 2× for the
