@@ -44,6 +44,42 @@
 // Registers: SI x, BX dy, CX n, AX i, DX the limit of the 32- or 16-wide
 // loop.
 
+// sum: the partial sums in Z0..Z3; SUMBEGIN sets up, SUMEND (after the
+// type's own 32- and 16-wide loops) adds the 8-wide step into Z2 and the
+// masked tail into Z3 and folds.
+#define SUMBEGIN \
+	MOVQ   x+0(FP), SI \
+	MOVQ   n+8(FP), CX \
+	VXORPD Z0, Z0, Z0 \
+	VXORPD Z1, Z1, Z1 \
+	VXORPD Z2, Z2, Z2 \
+	VXORPD Z3, Z3, Z3 \
+	XORQ   AX, AX \
+	LEAQ   -32(CX), DX
+
+#define SUMEND(LD, LDZ, SZ, VB) \
+tail8: \
+	LEAQ 8(AX), DX \
+	CMPQ DX, CX \
+	JGT  tail \
+	LD((SI)(AX*SZ), Z4) \
+	VADDPD Z4, Z2, Z2 \
+tail: \
+	KMOVQ    tm+16(FP), K1 \
+	KORTESTQ K1, K1 \
+	JZ       done \
+	LEAQ     -VB(SI)(CX*SZ), SI \
+	LDZ((SI), K1, Z4) \
+	VADDPD   Z4, Z3, Z3 \
+done: \
+	VADDPD Z1, Z0, Z0 \
+	VADDPD Z3, Z2, Z2 \
+	VADDPD Z2, Z0, Z0 \
+	FOLD(Z0, Y0, X0) \
+	VZEROUPPER \
+	MOVSD  X0, ret+24(FP) \
+	RET
+
 // DEV1 accumulates d = x − m (m in Z8) from src: q += d·d (fused), l += d.
 #define DEV1(LD, src, q, l, d) \
 	LD(src, d) \
@@ -371,14 +407,7 @@ done: \
 // conversion per 16 elements): the first pass of the corrected two-pass
 // algorithm needs only an approximate mean (see sum in inner_amd64.go).
 TEXT ·sum32(SB), NOSPLIT, $0-32
-	MOVQ   x+0(FP), SI
-	MOVQ   n+8(FP), CX
-	VXORPD Z0, Z0, Z0
-	VXORPD Z1, Z1, Z1
-	VXORPD Z2, Z2, Z2
-	VXORPD Z3, Z3, Z3
-	XORQ   AX, AX
-	LEAQ   -32(CX), DX
+	SUMBEGIN
 
 loop32:
 	CMPQ      AX, DX
@@ -403,41 +432,11 @@ tail16:
 	VCVTPS2PD Y4, Z4
 	VADDPD    Z4, Z2, Z2
 	MOVQ      DX, AX
-
-tail8:
-	LEAQ      8(AX), DX
-	CMPQ      DX, CX
-	JGT       tail
-	VCVTPS2PD (SI)(AX*4), Z4
-	VADDPD    Z4, Z2, Z2
-
-tail:
-	KMOVQ       tm+16(FP), K1
-	KORTESTQ    K1, K1
-	JZ          done
-	LEAQ        -32(SI)(CX*4), SI
-	VCVTPS2PD.Z (SI), K1, Z4
-	VADDPD      Z4, Z3, Z3
-
-done:
-	VADDPD Z1, Z0, Z0
-	VADDPD Z3, Z2, Z2
-	VADDPD Z2, Z0, Z0
-	FOLD(Z0, Y0, X0)
-	VZEROUPPER
-	MOVSD  X0, ret+24(FP)
-	RET
+	SUMEND(LD32, LDZ32, 4, 32)
 
 // func sum64(x unsafe.Pointer, n int, tm uint64) float64
 TEXT ·sum64(SB), NOSPLIT, $0-32
-	MOVQ   x+0(FP), SI
-	MOVQ   n+8(FP), CX
-	VXORPD Z0, Z0, Z0
-	VXORPD Z1, Z1, Z1
-	VXORPD Z2, Z2, Z2
-	VXORPD Z3, Z3, Z3
-	XORQ   AX, AX
-	LEAQ   -32(CX), DX
+	SUMBEGIN
 
 loop32:
 	CMPQ   AX, DX
@@ -456,29 +455,7 @@ tail16:
 	VADDPD (SI)(AX*8), Z0, Z0
 	VADDPD 64(SI)(AX*8), Z1, Z1
 	MOVQ   DX, AX
-
-tail8:
-	LEAQ   8(AX), DX
-	CMPQ   DX, CX
-	JGT    tail
-	VADDPD (SI)(AX*8), Z2, Z2
-
-tail:
-	KMOVQ     tm+16(FP), K1
-	KORTESTQ  K1, K1
-	JZ        done
-	LEAQ      -64(SI)(CX*8), SI
-	VMOVUPD.Z (SI), K1, Z4
-	VADDPD    Z4, Z3, Z3
-
-done:
-	VADDPD Z1, Z0, Z0
-	VADDPD Z3, Z2, Z2
-	VADDPD Z2, Z0, Z0
-	FOLD(Z0, Y0, X0)
-	VZEROUPPER
-	MOVSD  X0, ret+24(FP)
-	RET
+	SUMEND(LD64, LDZ64, 8, 64)
 
 // func dev32(x unsafe.Pointer, n int, tm uint64, m float64) (sq, lin float64)
 TEXT ·dev32(SB), NOSPLIT, $0-48
