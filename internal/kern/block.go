@@ -1,10 +1,9 @@
 package kern
 
-// The per-block loops. A block whose planes are long (S ≥ planeMin) is
-// processed one contiguous (sample, channel) plane at a time; a block of
-// short planes row by row, with one accumulator per channel.
-
-const planeMin = 16
+// The per-block loops. The reductions take a block one sample at a time,
+// over the planes of its channels (contiguous in memory), with one
+// accumulator per channel; an S = 1 block (rows of channels) goes to the
+// row kernels.
 
 func (p *Plan[T]) blockStats(i int) {
 	p.blockStats1(i)
@@ -31,54 +30,34 @@ func (p *Plan[T]) blockStats1(i int) {
 	C, S := p.l.C, p.l.S
 	part := p.part[bl.off : bl.off+bl.c1-bl.c0]
 	cnt := float64((bl.n1 - bl.n0) * (bl.s1 - bl.s0))
-	if S >= planeMin || bl.c1-bl.c0 == 1 {
-		for c := bl.c0; c < bl.c1; c++ {
-			var s float64
-			for n := bl.n0; n < bl.n1; n++ {
-				o := (n*C + c) * S
-				s += sum(p.x[o+bl.s0 : o+bl.s1])
-			}
-			m := s / cnt
-			var sq, lin float64
-			for n := bl.n0; n < bl.n1; n++ {
-				o := (n*C + c) * S
-				q, l := dev(p.x[o+bl.s0:o+bl.s1], m)
-				sq += q
-				lin += l
-			}
-			// Corrected two-pass: the second term removes the rounding
-			// error of m (Björck; Chan, Golub, LeVeque).
-			part[c-bl.c0] = Moments{N: cnt, Mean: m + lin/cnt, M2: sq - lin*lin/cnt}
-		}
-		return
-	}
-	// Short planes: row by row, one accumulator per channel. During the
-	// passes Mean holds Σx, then the mean; M2 holds Σd² and N holds Σd.
 	clear(part)
-	if S == 1 {
+	if S == 1 && len(part) > 1 {
 		rowStats(p.x[bl.n0*C+bl.c0:], C, bl.n1-bl.n0, part, cnt)
 		return
 	}
-	for n := bl.n0; n < bl.n1; n++ {
-		row := p.x[(n*C+bl.c0)*S : (n*C+bl.c1)*S]
-		for k := range part {
-			part[k].Mean += sum(row[k*S : k*S+S])
-		}
+	L := bl.s1 - bl.s0
+	if bl.n1-bl.n0 == 1 {
+		// One sample: the planes of the block's channels, each read twice
+		// in a row.
+		statsPlanes(p.x[(bl.n0*C+bl.c0)*S+bl.s0:], L, S, part)
+		return
 	}
+	// Several samples: channel by channel, over its planes. During the
+	// passes Mean holds Σx, then the mean; M2 holds Σd² and N holds Σd
+	// (d = x − mean), each added in sample order.
 	for k := range part {
-		part[k].Mean /= cnt
-	}
-	for n := bl.n0; n < bl.n1; n++ {
-		row := p.x[(n*C+bl.c0)*S : (n*C+bl.c1)*S]
-		for k := range part {
-			q, l := dev(row[k*S:k*S+S], part[k].Mean)
-			part[k].M2 += q
-			part[k].N += l
+		pk := part[k : k+1]
+		for n := bl.n0; n < bl.n1; n++ {
+			sumPlanes(p.x[(n*C+bl.c0+k)*S+bl.s0:], L, L, pk)
 		}
-	}
-	for k := range part {
-		lin := part[k].N
-		part[k] = Moments{N: cnt, Mean: part[k].Mean + lin/cnt, M2: part[k].M2 - lin*lin/cnt}
+		pk[0].Mean /= cnt
+		for n := bl.n0; n < bl.n1; n++ {
+			devPlanes(p.x[(n*C+bl.c0+k)*S+bl.s0:], L, L, pk)
+		}
+		// Corrected two-pass: the second term removes the rounding
+		// error of the mean (Björck; Chan, Golub, LeVeque).
+		lin := pk[0].N
+		pk[0] = Moments{N: cnt, Mean: pk[0].Mean + lin/cnt, M2: pk[0].M2 - lin*lin/cnt}
 	}
 }
 
@@ -86,32 +65,17 @@ func (p *Plan[T]) blockSums1(i int) {
 	bl := p.blocks[i]
 	C, S := p.l.C, p.l.S
 	part := p.part[bl.off : bl.off+bl.c1-bl.c0]
-	mean := p.mean[bl.seg*C : bl.seg*C+C]
-	if S >= planeMin || bl.c1-bl.c0 == 1 {
-		for c := bl.c0; c < bl.c1; c++ {
-			var a, b float64
-			for n := bl.n0; n < bl.n1; n++ {
-				o := (n*C + c) * S
-				u, v := dot(p.x[o+bl.s0:o+bl.s1], p.dy[o+bl.s0:o+bl.s1], mean[c])
-				a += u
-				b += v
-			}
-			part[c-bl.c0] = Moments{Mean: a, M2: b}
-		}
+	mean := p.mean[bl.seg*C+bl.c0 : bl.seg*C+bl.c1]
+	if S == 1 && len(part) > 1 {
+		rowDot(p.x[bl.n0*C+bl.c0:], p.dy[bl.n0*C+bl.c0:], C, bl.n1-bl.n0, mean, part)
 		return
 	}
-	if S == 1 {
-		rowDot(p.x[bl.n0*C+bl.c0:], p.dy[bl.n0*C+bl.c0:], C, bl.n1-bl.n0, mean[bl.c0:bl.c1], part)
-		return
-	}
+	// (Σdy, Σdy·(x−mean)) in (Mean, M2), added in sample order.
 	clear(part)
+	L := bl.s1 - bl.s0
 	for n := bl.n0; n < bl.n1; n++ {
-		o := (n*C + bl.c0) * S
-		for k := range part {
-			u, v := dot(p.x[o+k*S:o+k*S+S], p.dy[o+k*S:o+k*S+S], mean[bl.c0+k])
-			part[k].Mean += u
-			part[k].M2 += v
-		}
+		o := (n*C+bl.c0)*S + bl.s0
+		dotPlanes(p.x[o:], p.dy[o:], L, S, mean, part)
 	}
 }
 
@@ -129,16 +93,14 @@ func (p *Plan[T]) blockApply(i int) {
 		}
 		return
 	}
+	// One sample at a time, the planes of the block's channels.
+	lo, hi, L := k0+bl.c0, k0+bl.c1, bl.s1-bl.s0
 	for n := bl.n0; n < bl.n1; n++ {
-		for c := bl.c0; c < bl.c1; c++ {
-			o := (n*C + c) * S
-			lo, hi := o+bl.s0, o+bl.s1
-			k := k0 + c
-			if p.dy == nil {
-				affine(p.x[lo:hi], p.out[lo:hi], p.mean[k], p.b[k], p.c[k], p.stream)
-			} else {
-				affine2(p.x[lo:hi], p.dy[lo:hi], p.out[lo:hi], p.mean[k], p.a[k], p.b[k], p.c[k], p.stream)
-			}
+		o := (n*C+bl.c0)*S + bl.s0
+		if p.dy == nil {
+			affinePlanes(p.x[o:], p.out[o:], L, S, p.mean[lo:hi], p.b[lo:hi], p.c[lo:hi], p.stream)
+		} else {
+			affine2Planes(p.x[o:], p.dy[o:], p.out[o:], L, S, p.mean[lo:hi], p.a[lo:hi], p.b[lo:hi], p.c[lo:hi], p.stream)
 		}
 	}
 	if p.stream {

@@ -10,11 +10,13 @@ import (
 
 // On amd64 the block loops use the AVX-512 inner loops of inner_amd64.s
 // (plane reductions, row kernels) and affine_amd64.s (plane element-wise
-// kernels) when the CPU and the OS support AVX-512 (F, CD, BW, DQ, VL),
+// kernels) when the CPU and the OS support AVX-512 (F, CD, BW, DQ, VL; and
+// BMI2, which every such CPU has),
 // the portable ones of inner_go.go otherwise or with the purego build tag.
 // They compute in float64 lanes what the portable loops compute:
 //
-//   - the plane kernels (sum, dev, dot, affine, affine2) keep several
+//   - the plane kernels (sumPlanes, statsPlanes, devPlanes, dotPlanes,
+//     affinePlanes, affine2Planes) keep several
 //     vectors of partial sums and use fused multiply-adds: their results
 //     depend only on the data and its length (not on alignment or
 //     threads) but differ from the portable loops in the last bits;
@@ -27,7 +29,7 @@ import (
 
 var (
 	haveAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512CD && cpu.X86.HasAVX512BW &&
-		cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL
+		cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL && cpu.X86.HasBMI2
 	useAVX512 = haveAVX512
 )
 
@@ -57,104 +59,132 @@ func ptr[T any](s []T) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(s
 // topBits returns the mask of the last r (0 ≤ r ≤ 8) lanes of 8.
 func topBits(r int) uint64 { return 0xff << (8 - r) & 0xff }
 
-// sum, on float32 data, adds the elements in pairs in float32 before
+// The plane reductions work on k = len(part) planes of n elements,
+// x[i·stride : i·stride+n] for plane i, and add plane i's sums into
+// part[i] (one call per sample of a block: the planes of its channels).
+//
+// sumPlanes, on float32 data, adds the elements in pairs in float32 before
 // widening them (one conversion per 16 elements instead of two; the
 // conversions bound the loop). Each pair sum is rounded once, |error| ≤
 // 2⁻²⁴·|x_i + x_j|, so the result is within 2⁻²⁴·Σ|x| (plus float64
-// rounding) of Σx. sum serves only the first-pass mean of the corrected
+// rounding) of Σx. It serves only the first-pass mean of the corrected
 // two-pass algorithm: the second pass, in float64, computes Σ(x−m)² and
 // Σ(x−m) around that m, and the correction (mean = m + Σ(x−m)/n, M2 =
 // Σ(x−m)² − (Σ(x−m))²/n) is exact for any m, so the moments keep float64
 // accuracy (simd_test.go checks it).
-func sum[T Float](xs []T) float64 {
-	n := len(xs)
-	if !useAVX512 || n < 8 {
-		return sumGo(xs)
-	}
-	if is32[T]() {
-		return sum32(ptr(xs), n, topBits(n&7))
-	}
-	return sum64(ptr(xs), n, topBits(n&7))
-}
+// The assembly addresses part[i].N, .Mean, .M2 at bytes 24·i + 0, 8, 16
+// (each line fails to compile otherwise).
+var (
+	_ = [1]struct{}{}[unsafe.Offsetof(Moments{}.N)]
+	_ = [1]struct{}{}[unsafe.Offsetof(Moments{}.Mean)-8]
+	_ = [1]struct{}{}[unsafe.Offsetof(Moments{}.M2)-16]
+	_ = [1]struct{}{}[unsafe.Sizeof(Moments{})-24]
+)
 
-func dev[T Float](xs []T, m float64) (float64, float64) {
-	n := len(xs)
-	if !useAVX512 || n < 8 {
-		return devGo(xs, m)
-	}
-	if is32[T]() {
-		return dev32(ptr(xs), n, topBits(n&7), m)
-	}
-	return dev64(ptr(xs), n, topBits(n&7), m)
-}
-
-func dot[T Float](xs, dys []T, m float64) (float64, float64) {
-	n := len(xs)
-	if !useAVX512 || n < 8 {
-		return dotGo(xs, dys, m)
-	}
-	dys = dys[:n]
-	if is32[T]() {
-		return dot32(ptr(xs), ptr(dys), n, topBits(n&7), m)
-	}
-	return dot64(ptr(xs), ptr(dys), n, topBits(n&7), m)
-}
-
-// affine and affine2 write y with streaming stores when stream is set
-// (see streams).
-
-func affine[T Float](xs, out []T, m, b, c float64, stream bool) {
-	n := len(xs)
-	if !useAVX512 || n < 8 {
-		affineGo(xs, out, m, b, c)
+func sumPlanes[T Float](x []T, n, stride int, part []Moments) {
+	k := len(part)
+	if !useAVX512 || n < 8 || k == 0 {
+		sumPlanesGo(x, n, stride, part)
 		return
 	}
-	out = out[:n]
-	h, hm, tm := alignSplit[T](ptr(out), n)
-	f := affine64
-	switch {
-	case is32[T]() && stream:
-		f = affineStream32
-	case is32[T]():
-		f = affine32
-	case stream:
-		f = affineStream64
-	}
-	f(ptr(xs), ptr(out), n, h, hm, tm, m, b, c)
-}
-
-func affine2[T Float](xs, dys, out []T, m, a, b, c float64, stream bool) {
-	n := len(xs)
-	if !useAVX512 || n < 8 {
-		affine2Go(xs, dys, out, m, a, b, c)
+	x = x[:(k-1)*stride+n]
+	if is32[T]() {
+		sumPlanes32(ptr(x), n, 4*stride, topBits(n&7), k, ptr(part))
 		return
 	}
-	dys, out = dys[:n], out[:n]
-	h, hm, tm := alignSplit[T](ptr(out), n)
-	f := affine2_64
-	switch {
-	case is32[T]() && stream:
-		f = affine2Stream32
-	case is32[T]():
-		f = affine2_32
-	case stream:
-		f = affine2Stream64
-	}
-	f(ptr(xs), ptr(dys), ptr(out), n, h, hm, tm, m, a, b, c)
+	sumPlanes64(ptr(x), n, 8*stride, topBits(n&7), k, ptr(part))
 }
 
-// alignSplit returns the number h ≤ 7 of elements of an n-element (n ≥ 8)
-// output at p before the first one aligned to a vector of elements (32
-// bytes for float32, 64 for float64), and the masks of the head (the first
-// h lanes of x[0:8]) and of the tail (the last (n−h) mod 8 lanes of
-// x[n−8:n]).
-func alignSplit[T Float](p unsafe.Pointer, n int) (h int, hm, tm uint64) {
-	size := 8
-	if is32[T]() {
-		size = 4
+// statsPlanes sets part[i] to the moments of plane i (count n), computed
+// as sumPlanes and devPlanes would with the corrected two-pass algorithm,
+// bit for bit, but each plane read twice in a row (from L1).
+func statsPlanes[T Float](x []T, n, stride int, part []Moments) {
+	k := len(part)
+	if !useAVX512 || n < 8 || k == 0 {
+		statsPlanesGo(x, n, stride, part)
+		return
 	}
-	h = int(-uintptr(p)&uintptr(8*size-1)) / size
-	return h, 1<<h - 1, topBits((n - h) & 7)
+	x = x[:(k-1)*stride+n]
+	if is32[T]() {
+		statsPlanes32(ptr(x), n, 4*stride, topBits(n&7), k, ptr(part), float64(n))
+		return
+	}
+	statsPlanes64(ptr(x), n, 8*stride, topBits(n&7), k, ptr(part), float64(n))
+}
+
+func devPlanes[T Float](x []T, n, stride int, part []Moments) {
+	k := len(part)
+	if !useAVX512 || n < 8 || k == 0 {
+		devPlanesGo(x, n, stride, part)
+		return
+	}
+	x = x[:(k-1)*stride+n]
+	if is32[T]() {
+		devPlanes32(ptr(x), n, 4*stride, topBits(n&7), k, ptr(part))
+		return
+	}
+	devPlanes64(ptr(x), n, 8*stride, topBits(n&7), k, ptr(part))
+}
+
+func dotPlanes[T Float](x, dy []T, n, stride int, mean []float64, part []Moments) {
+	k := len(part)
+	if !useAVX512 || n < 8 || k == 0 {
+		dotPlanesGo(x, dy, n, stride, mean, part)
+		return
+	}
+	x, dy, mean = x[:(k-1)*stride+n], dy[:(k-1)*stride+n], mean[:k]
+	if is32[T]() {
+		dotPlanes32(ptr(x), ptr(dy), n, 4*stride, topBits(n&7), k, ptr(mean), ptr(part))
+		return
+	}
+	dotPlanes64(ptr(x), ptr(dy), n, 8*stride, topBits(n&7), k, ptr(mean), ptr(part))
+}
+
+// affinePlanes and affine2Planes compute k = len(m) planes of n elements,
+// out[i·stride : i·stride+n] from the same elements of x (and dy) with the
+// coefficients of index i, and write y with streaming stores when stream
+// is set (see streams).
+
+func affinePlanes[T Float](x, out []T, n, stride int, m, b, c []float64, stream bool) {
+	k := len(m)
+	if !useAVX512 || n < 8 || k == 0 {
+		affinePlanesGo(x, out, n, stride, m, b, c)
+		return
+	}
+	l := (k-1)*stride + n
+	x, out, b, c = x[:l], out[:l], b[:k], c[:k]
+	f := affinePlanes64
+	switch {
+	case is32[T]() && stream:
+		f = affinePlanesNT32
+	case is32[T]():
+		f = affinePlanes32
+	case stream:
+		f = affinePlanesNT64
+	}
+	var z T
+	f(ptr(x), ptr(out), n, stride*int(unsafe.Sizeof(z)), k, ptr(m), ptr(b), ptr(c))
+}
+
+func affine2Planes[T Float](x, dy, out []T, n, stride int, m, a, b, c []float64, stream bool) {
+	k := len(m)
+	if !useAVX512 || n < 8 || k == 0 {
+		affine2PlanesGo(x, dy, out, n, stride, m, a, b, c)
+		return
+	}
+	l := (k-1)*stride + n
+	x, dy, out, a, b, c = x[:l], dy[:l], out[:l], a[:k], b[:k], c[:k]
+	f := affine2Planes64
+	switch {
+	case is32[T]() && stream:
+		f = affine2PlanesNT32
+	case is32[T]():
+		f = affine2Planes32
+	case stream:
+		f = affine2PlanesNT64
+	}
+	var z T
+	f(ptr(x), ptr(dy), ptr(out), n, stride*int(unsafe.Sizeof(z)), k, ptr(m), ptr(a), ptr(b), ptr(c))
 }
 
 // The row kernels walk the rows in order, four at a time, over chunks of
@@ -300,34 +330,40 @@ func rowAffine2[T Float](x, dy, out []T, ld, rows int, m, a, b, c []float64) {
 // The kernels of inner_amd64.s and affine_amd64.s (AVX-512).
 
 //go:noescape
-func sum32(x unsafe.Pointer, n int, tm uint64) float64
+func sumPlanes32(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer)
 
 //go:noescape
-func sum64(x unsafe.Pointer, n int, tm uint64) float64
+func sumPlanes64(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer)
 
 //go:noescape
-func dev32(x unsafe.Pointer, n int, tm uint64, m float64) (sq, lin float64)
+func devPlanes32(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer)
 
 //go:noescape
-func dev64(x unsafe.Pointer, n int, tm uint64, m float64) (sq, lin float64)
+func devPlanes64(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer)
 
 //go:noescape
-func dot32(x, dy unsafe.Pointer, n int, tm uint64, m float64) (sdy, sdyx float64)
+func statsPlanes32(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer, cnt float64)
 
 //go:noescape
-func dot64(x, dy unsafe.Pointer, n int, tm uint64, m float64) (sdy, sdyx float64)
+func statsPlanes64(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer, cnt float64)
 
 //go:noescape
-func affine32(x, y unsafe.Pointer, n, h int, hm, tm uint64, m, b, c float64)
+func dotPlanes32(x, dy unsafe.Pointer, n, strideb int, tm uint64, k int, mean, part unsafe.Pointer)
 
 //go:noescape
-func affine64(x, y unsafe.Pointer, n, h int, hm, tm uint64, m, b, c float64)
+func dotPlanes64(x, dy unsafe.Pointer, n, strideb int, tm uint64, k int, mean, part unsafe.Pointer)
 
 //go:noescape
-func affine2_32(x, dy, y unsafe.Pointer, n, h int, hm, tm uint64, m, a, b, c float64)
+func affinePlanes32(x, y unsafe.Pointer, n, strideb, k int, m, b, c unsafe.Pointer)
 
 //go:noescape
-func affine2_64(x, dy, y unsafe.Pointer, n, h int, hm, tm uint64, m, a, b, c float64)
+func affinePlanes64(x, y unsafe.Pointer, n, strideb, k int, m, b, c unsafe.Pointer)
+
+//go:noescape
+func affine2Planes32(x, dy, y unsafe.Pointer, n, strideb, k int, m, a, b, c unsafe.Pointer)
+
+//go:noescape
+func affine2Planes64(x, dy, y unsafe.Pointer, n, strideb, k int, m, a, b, c unsafe.Pointer)
 
 //go:noescape
 func rowSum32(x unsafe.Pointer, ldb, rows, end, lastb int, s unsafe.Pointer)

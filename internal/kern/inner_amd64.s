@@ -36,20 +36,45 @@
 	VADDSD        X14, X, X
 
 // ---------------------------------------------------------------------
-// Plane reductions. Four (sum, dev) or two (dot) vectors of partial sums
-// per result, combined as (a0+a1)+(a2+a3) and folded: the result depends
-// only on the data and its length. The r = n mod 8 < 8 last elements are
-// taken from the vector of the last eight, with the 8−r lanes already
-// counted zeroed (tail mask tm = the top r bits of 8, 0 when r = 0).
-// Registers: SI x, BX dy, CX n, AX i, DX the limit of the 32- or 16-wide
-// loop.
+// Plane reductions, over k planes of n ≥ 8 elements, strideb bytes apart:
+// plane i is added into part[i] (a Moments: N, Mean, M2 at bytes 0, 8, 16
+// of 24). Within a plane, four (sum, dev) or two (dot) vectors of partial
+// sums, combined as (a0+a1)+(a2+a3) and folded: a plane's sum depends only
+// on its data and length. The r = n mod 8 last elements of a plane are
+// taken from the vector of its last eight, with the 8−r lanes already
+// counted zeroed (tail mask tm in K1: the top r bits of 8, 0 when r = 0).
+//
+// Registers: DI the plane (R13 its dy), SI/BX the cursors of the body, CX
+// n, AX i, DX the limit of the 32- or 16-wide loop, R11 the tail, R8
+// strideb, R9 planes left, R10 part[i], R12 mean[i].
+
+// PLANES runs BODY (which leaves its sums in X0 and X4 or X2) over the
+// planes and ACC adds them into part[i].
+#define PLANES(BODY, ACC) \
+	MOVQ  x+0(FP), DI \
+	MOVQ  n+8(FP), CX \
+	MOVQ  strideb+16(FP), R8 \
+	KMOVQ tm+24(FP), K1 \
+	MOVQ  k+32(FP), R9 \
+	MOVQ  part+40(FP), R10 \
+	TESTQ R9, R9 \
+	JLE   end \
+plane: \
+	MOVQ DI, SI \
+	BODY \
+	ACC \
+	ADDQ R8, DI \
+	ADDQ $24, R10 \
+	DECQ R9 \
+	JNZ  plane \
+end: \
+	VZEROUPPER \
+	RET
 
 // sum: the partial sums in Z0..Z3; SUMBEGIN sets up, SUMEND (after the
 // type's own 32- and 16-wide loops) adds the 8-wide step into Z2 and the
-// masked tail into Z3 and folds.
+// masked tail into Z3 and folds into X0.
 #define SUMBEGIN \
-	MOVQ   x+0(FP), SI \
-	MOVQ   n+8(FP), CX \
 	VXORPD Z0, Z0, Z0 \
 	VXORPD Z1, Z1, Z1 \
 	VXORPD Z2, Z2, Z2 \
@@ -65,20 +90,71 @@ tail8: \
 	LD((SI)(AX*SZ), Z4) \
 	VADDPD Z4, Z2, Z2 \
 tail: \
-	KMOVQ    tm+16(FP), K1 \
 	KORTESTQ K1, K1 \
 	JZ       done \
-	LEAQ     -VB(SI)(CX*SZ), SI \
-	LDZ((SI), K1, Z4) \
+	LEAQ     -VB(SI)(CX*SZ), R11 \
+	LDZ((R11), K1, Z4) \
 	VADDPD   Z4, Z3, Z3 \
 done: \
 	VADDPD Z1, Z0, Z0 \
 	VADDPD Z3, Z2, Z2 \
 	VADDPD Z2, Z0, Z0 \
-	FOLD(Z0, Y0, X0) \
-	VZEROUPPER \
-	MOVSD  X0, ret+24(FP) \
-	RET
+	FOLD(Z0, Y0, X0)
+
+// float32 data is added in pairs in float32 before widening (one
+// conversion per 16 elements): the first pass of the corrected two-pass
+// algorithm needs only an approximate mean (see sumPlanes in
+// inner_amd64.go).
+#define SUM32 \
+	SUMBEGIN \
+loop32: \
+	CMPQ      AX, DX \
+	JGT       tail16 \
+	VMOVUPS   (SI)(AX*4), Y4 \
+	VADDPS    32(SI)(AX*4), Y4, Y4 \
+	VCVTPS2PD Y4, Z4 \
+	VADDPD    Z4, Z0, Z0 \
+	VMOVUPS   64(SI)(AX*4), Y5 \
+	VADDPS    96(SI)(AX*4), Y5, Y5 \
+	VCVTPS2PD Y5, Z5 \
+	VADDPD    Z5, Z1, Z1 \
+	ADDQ      $32, AX \
+	JMP       loop32 \
+tail16: \
+	LEAQ      16(AX), DX \
+	CMPQ      DX, CX \
+	JGT       tail8 \
+	VMOVUPS   (SI)(AX*4), Y4 \
+	VADDPS    32(SI)(AX*4), Y4, Y4 \
+	VCVTPS2PD Y4, Z4 \
+	VADDPD    Z4, Z2, Z2 \
+	MOVQ      DX, AX \
+	SUMEND(LD32, LDZ32, 4, 32)
+
+#define SUM64 \
+	SUMBEGIN \
+loop32: \
+	CMPQ   AX, DX \
+	JGT    tail16 \
+	VADDPD (SI)(AX*8), Z0, Z0 \
+	VADDPD 64(SI)(AX*8), Z1, Z1 \
+	VADDPD 128(SI)(AX*8), Z2, Z2 \
+	VADDPD 192(SI)(AX*8), Z3, Z3 \
+	ADDQ   $32, AX \
+	JMP    loop32 \
+tail16: \
+	LEAQ   16(AX), DX \
+	CMPQ   DX, CX \
+	JGT    tail8 \
+	VADDPD (SI)(AX*8), Z0, Z0 \
+	VADDPD 64(SI)(AX*8), Z1, Z1 \
+	MOVQ   DX, AX \
+	SUMEND(LD64, LDZ64, 8, 64)
+
+// part[i].Mean += X0.
+#define SUMACC \
+	VADDSD 8(R10), X0, X0 \
+	VMOVSD X0, 8(R10)
 
 // DEV1 accumulates d = x − m (m in Z8) from src: q += d·d (fused), l += d.
 #define DEV1(LD, src, q, l, d) \
@@ -87,11 +163,8 @@ done: \
 	VFMADD231PD d, d, q \
 	VADDPD      d, l, l
 
-// dev: sq = Σ(x−m)², lin = Σ(x−m) in Z0..Z3 and Z4..Z7.
-#define DEV(LD, LDZ, SZ, VB) \
-	MOVQ         x+0(FP), SI \
-	MOVQ         n+8(FP), CX \
-	VBROADCASTSD m+24(FP), Z8 \
+// dev around m (in Z8): Σ(x−m)² in Z0..Z3 → X0, Σ(x−m) in Z4..Z7 → X4.
+#define DEV(LD, SZ, VB) \
 	VXORPD       Z0, Z0, Z0 \
 	VXORPD       Z1, Z1, Z1 \
 	VXORPD       Z2, Z2, Z2 \
@@ -102,37 +175,36 @@ done: \
 	VXORPD       Z7, Z7, Z7 \
 	XORQ         AX, AX \
 	LEAQ         -32(CX), DX \
-loop32: \
+dloop32: \
 	CMPQ AX, DX \
-	JGT  tail16 \
+	JGT  dtail16 \
 	DEV1(LD, (SI)(AX*SZ), Z0, Z4, Z9) \
 	DEV1(LD, VB(SI)(AX*SZ), Z1, Z5, Z10) \
 	DEV1(LD, 2*VB(SI)(AX*SZ), Z2, Z6, Z11) \
 	DEV1(LD, 3*VB(SI)(AX*SZ), Z3, Z7, Z12) \
 	ADDQ $32, AX \
-	JMP  loop32 \
-tail16: \
+	JMP  dloop32 \
+dtail16: \
 	LEAQ 16(AX), DX \
 	CMPQ DX, CX \
-	JGT  tail8 \
+	JGT  dtail8 \
 	DEV1(LD, (SI)(AX*SZ), Z0, Z4, Z9) \
 	DEV1(LD, VB(SI)(AX*SZ), Z1, Z5, Z10) \
 	MOVQ DX, AX \
-tail8: \
+dtail8: \
 	LEAQ 8(AX), DX \
 	CMPQ DX, CX \
-	JGT  tail \
+	JGT  dtail \
 	DEV1(LD, (SI)(AX*SZ), Z2, Z6, Z9) \
-tail: \
-	KMOVQ       tm+16(FP), K1 \
+dtail: \
 	KORTESTQ    K1, K1 \
-	JZ          done \
-	LEAQ        -VB(SI)(CX*SZ), SI \
-	LD((SI), Z9) \
+	JZ          ddone \
+	LEAQ        -VB(SI)(CX*SZ), R11 \
+	LD((R11), Z9) \
 	VSUBPD.Z    Z8, Z9, K1, Z9 \
 	VFMADD231PD Z9, Z9, Z3 \
 	VADDPD      Z9, Z7, Z7 \
-done: \
+ddone: \
 	VADDPD Z1, Z0, Z0 \
 	VADDPD Z3, Z2, Z2 \
 	VADDPD Z2, Z0, Z0 \
@@ -140,11 +212,41 @@ done: \
 	VADDPD Z7, Z6, Z6 \
 	VADDPD Z6, Z4, Z4 \
 	FOLD(Z0, Y0, X0) \
-	FOLD(Z4, Y4, X4) \
-	VZEROUPPER \
-	MOVSD  X0, sq+32(FP) \
-	MOVSD  X4, lin+40(FP) \
-	RET
+	FOLD(Z4, Y4, X4)
+
+// DEVP: dev around m = part[i].Mean.
+#define DEVP(LD, SZ, VB) \
+	VBROADCASTSD 8(R10), Z8 \
+	DEV(LD, SZ, VB)
+
+// part[i].M2 += X0, part[i].N += X4.
+#define DEVACC \
+	VADDSD 16(R10), X0, X0 \
+	VMOVSD X0, 16(R10) \
+	VADDSD (R10), X4, X4 \
+	VMOVSD X4, (R10)
+
+// STATS: the moments of one plane of cnt = n elements, as the block loop
+// computes them (block.go): m = Σx/cnt, then around m sq = Σ(x−m)² and
+// lin = Σ(x−m), and part[i] = {cnt, m + lin/cnt, sq − lin²/cnt}, the plane
+// read twice while it is in L1.
+#define STATS(SUMB, LD, SZ, VB) \
+	SUMB \
+	VDIVSD       cnt+48(FP), X0, X0 \
+	VMOVAPD      X0, X13 \
+	VBROADCASTSD X0, Z8 \
+	DEV(LD, SZ, VB)
+
+#define STATSACC \
+	VMOVSD cnt+48(FP), X11 \
+	VDIVSD X11, X4, X5 \
+	VADDSD X5, X13, X5 \
+	VMULSD X4, X4, X6 \
+	VDIVSD X11, X6, X6 \
+	VSUBSD X6, X0, X6 \
+	VMOVSD X11, (R10) \
+	VMOVSD X5, 8(R10) \
+	VMOVSD X6, 16(R10)
 
 // DOT1 accumulates g = dy (from gsrc) and g·(x−m) (x from xsrc, m in Z8):
 // a += g, b += g·(x−m) (fused).
@@ -155,12 +257,9 @@ done: \
 	VSUBPD      Z8, d, d \
 	VFMADD231PD d, g, b
 
-// dot: sdy = Σdy in Z0, Z1; sdyx = Σdy·(x−m) in Z2, Z3.
+// dot around m = mean[i]: Σdy in Z0, Z1 → X0; Σdy·(x−m) in Z2, Z3 → X2.
 #define DOT(LD, LDZ, SZ, VB) \
-	MOVQ         x+0(FP), SI \
-	MOVQ         dy+8(FP), BX \
-	MOVQ         n+16(FP), CX \
-	VBROADCASTSD m+32(FP), Z8 \
+	VBROADCASTSD (R12), Z8 \
 	VXORPD       Z0, Z0, Z0 \
 	VXORPD       Z1, Z1, Z1 \
 	VXORPD       Z2, Z2, Z2 \
@@ -180,24 +279,50 @@ tail8: \
 	JGT  tail \
 	DOT1(LD, (SI)(AX*SZ), (BX)(AX*SZ), Z0, Z2, Z9, Z10) \
 tail: \
-	KMOVQ       tm+24(FP), K1 \
 	KORTESTQ    K1, K1 \
 	JZ          done \
-	LEAQ        -VB(SI)(CX*SZ), SI \
-	LEAQ        -VB(BX)(CX*SZ), BX \
-	LDZ((BX), K1, Z9) \
+	LEAQ        -VB(BX)(CX*SZ), R11 \
+	LDZ((R11), K1, Z9) \
 	VADDPD      Z9, Z1, Z1 \
-	LD((SI), Z10) \
+	LEAQ        -VB(SI)(CX*SZ), R11 \
+	LD((R11), Z10) \
 	VSUBPD.Z    Z8, Z10, K1, Z10 \
 	VFMADD231PD Z10, Z9, Z3 \
 done: \
 	VADDPD Z1, Z0, Z0 \
 	VADDPD Z3, Z2, Z2 \
 	FOLD(Z0, Y0, X0) \
-	FOLD(Z2, Y2, X2) \
+	FOLD(Z2, Y2, X2)
+
+// dot over the planes: x and dy planes at DI and R13, mean[i] at R12;
+// part[i].Mean += X0, part[i].M2 += X2.
+#define DOTPLANES(LD, LDZ, SZ, VB) \
+	MOVQ  x+0(FP), DI \
+	MOVQ  dy+8(FP), R13 \
+	MOVQ  n+16(FP), CX \
+	MOVQ  strideb+24(FP), R8 \
+	KMOVQ tm+32(FP), K1 \
+	MOVQ  k+40(FP), R9 \
+	MOVQ  mean+48(FP), R12 \
+	MOVQ  part+56(FP), R10 \
+	TESTQ R9, R9 \
+	JLE   end \
+plane: \
+	MOVQ DI, SI \
+	MOVQ R13, BX \
+	DOT(LD, LDZ, SZ, VB) \
+	VADDSD 8(R10), X0, X0 \
+	VMOVSD X0, 8(R10) \
+	VADDSD 16(R10), X2, X2 \
+	VMOVSD X2, 16(R10) \
+	ADDQ R8, DI \
+	ADDQ R8, R13 \
+	ADDQ $8, R12 \
+	ADDQ $24, R10 \
+	DECQ R9 \
+	JNZ  plane \
+end: \
 	VZEROUPPER \
-	MOVSD  X0, sdy+40(FP) \
-	MOVSD  X2, sdyx+48(FP) \
 	RET
 
 // ---------------------------------------------------------------------
@@ -401,77 +526,37 @@ done: \
 	VADDPD Z0, Z1, Z0 \
 	VADDPD (R10)(DX*1), Z0, Z0
 
-// func sum32(x unsafe.Pointer, n int, tm uint64) float64
-//
-// float32 data is added in pairs in float32 before widening (one
-// conversion per 16 elements): the first pass of the corrected two-pass
-// algorithm needs only an approximate mean (see sum in inner_amd64.go).
-TEXT ·sum32(SB), NOSPLIT, $0-32
-	SUMBEGIN
+// func sumPlanes32(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer)
+TEXT ·sumPlanes32(SB), NOSPLIT, $0-48
+	PLANES(SUM32, SUMACC)
 
-loop32:
-	CMPQ      AX, DX
-	JGT       tail16
-	VMOVUPS   (SI)(AX*4), Y4
-	VADDPS    32(SI)(AX*4), Y4, Y4
-	VCVTPS2PD Y4, Z4
-	VADDPD    Z4, Z0, Z0
-	VMOVUPS   64(SI)(AX*4), Y5
-	VADDPS    96(SI)(AX*4), Y5, Y5
-	VCVTPS2PD Y5, Z5
-	VADDPD    Z5, Z1, Z1
-	ADDQ      $32, AX
-	JMP       loop32
+// func sumPlanes64(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer)
+TEXT ·sumPlanes64(SB), NOSPLIT, $0-48
+	PLANES(SUM64, SUMACC)
 
-tail16:
-	LEAQ      16(AX), DX
-	CMPQ      DX, CX
-	JGT       tail8
-	VMOVUPS   (SI)(AX*4), Y4
-	VADDPS    32(SI)(AX*4), Y4, Y4
-	VCVTPS2PD Y4, Z4
-	VADDPD    Z4, Z2, Z2
-	MOVQ      DX, AX
-	SUMEND(LD32, LDZ32, 4, 32)
+// func devPlanes32(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer)
+TEXT ·devPlanes32(SB), NOSPLIT, $0-48
+	PLANES(DEVP(LD32, 4, 32), DEVACC)
 
-// func sum64(x unsafe.Pointer, n int, tm uint64) float64
-TEXT ·sum64(SB), NOSPLIT, $0-32
-	SUMBEGIN
+// func devPlanes64(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer)
+TEXT ·devPlanes64(SB), NOSPLIT, $0-48
+	PLANES(DEVP(LD64, 8, 64), DEVACC)
 
-loop32:
-	CMPQ   AX, DX
-	JGT    tail16
-	VADDPD (SI)(AX*8), Z0, Z0
-	VADDPD 64(SI)(AX*8), Z1, Z1
-	VADDPD 128(SI)(AX*8), Z2, Z2
-	VADDPD 192(SI)(AX*8), Z3, Z3
-	ADDQ   $32, AX
-	JMP    loop32
+// func statsPlanes32(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer, cnt float64)
+TEXT ·statsPlanes32(SB), NOSPLIT, $0-56
+	PLANES(STATS(SUM32, LD32, 4, 32), STATSACC)
 
-tail16:
-	LEAQ   16(AX), DX
-	CMPQ   DX, CX
-	JGT    tail8
-	VADDPD (SI)(AX*8), Z0, Z0
-	VADDPD 64(SI)(AX*8), Z1, Z1
-	MOVQ   DX, AX
-	SUMEND(LD64, LDZ64, 8, 64)
+// func statsPlanes64(x unsafe.Pointer, n, strideb int, tm uint64, k int, part unsafe.Pointer, cnt float64)
+TEXT ·statsPlanes64(SB), NOSPLIT, $0-56
+	PLANES(STATS(SUM64, LD64, 8, 64), STATSACC)
 
-// func dev32(x unsafe.Pointer, n int, tm uint64, m float64) (sq, lin float64)
-TEXT ·dev32(SB), NOSPLIT, $0-48
-	DEV(LD32, LDZ32, 4, 32)
+// func dotPlanes32(x, dy unsafe.Pointer, n, strideb int, tm uint64, k int, mean, part unsafe.Pointer)
+TEXT ·dotPlanes32(SB), NOSPLIT, $0-64
+	DOTPLANES(LD32, LDZ32, 4, 32)
 
-// func dev64(x unsafe.Pointer, n int, tm uint64, m float64) (sq, lin float64)
-TEXT ·dev64(SB), NOSPLIT, $0-48
-	DEV(LD64, LDZ64, 8, 64)
-
-// func dot32(x, dy unsafe.Pointer, n int, tm uint64, m float64) (sdy, sdyx float64)
-TEXT ·dot32(SB), NOSPLIT, $0-56
-	DOT(LD32, LDZ32, 4, 32)
-
-// func dot64(x, dy unsafe.Pointer, n int, tm uint64, m float64) (sdy, sdyx float64)
-TEXT ·dot64(SB), NOSPLIT, $0-56
-	DOT(LD64, LDZ64, 8, 64)
+// func dotPlanes64(x, dy unsafe.Pointer, n, strideb int, tm uint64, k int, mean, part unsafe.Pointer)
+TEXT ·dotPlanes64(SB), NOSPLIT, $0-64
+	DOTPLANES(LD64, LDZ64, 8, 64)
 
 // func rowSum32(x unsafe.Pointer, ldb, rows, end, lastb int, s unsafe.Pointer)
 TEXT ·rowSum32(SB), NOSPLIT, $0-48

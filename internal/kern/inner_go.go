@@ -86,6 +86,51 @@ func dotGo[T Float](xs, dys []T, m float64) (sdy, sdyx float64) {
 	return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
 }
 
+// The plane reductions over k = len(part) planes of n elements,
+// x[i·stride : i·stride+n] for plane i (the planes of a block's channels
+// in one sample), each plane's sums added into part[i]:
+//
+//	sumPlanesGo: part[i].Mean += sumGo(plane i)
+//	devPlanesGo: q, l := devGo(plane i, part[i].Mean); part[i].M2 += q; part[i].N += l
+//	dotPlanesGo: a, b := dotGo(plane i, dy plane i, mean[i]); part[i].Mean += a; part[i].M2 += b
+
+func sumPlanesGo[T Float](x []T, n, stride int, part []Moments) {
+	for i := range part {
+		part[i].Mean += sumGo(x[i*stride : i*stride+n])
+	}
+}
+
+func devPlanesGo[T Float](x []T, n, stride int, part []Moments) {
+	for i := range part {
+		q, l := devGo(x[i*stride:i*stride+n], part[i].Mean)
+		part[i].M2 += q
+		part[i].N += l
+	}
+}
+
+// statsPlanesGo sets part[i] to the moments of plane i by the corrected
+// two-pass algorithm (cnt = n):
+//
+//	m := sumGo(plane)/cnt; sq, lin := devGo(plane, m)
+//	part[i] = Moments{N: cnt, Mean: m + lin/cnt, M2: sq − lin²/cnt}
+func statsPlanesGo[T Float](x []T, n, stride int, part []Moments) {
+	cnt := float64(n)
+	for i := range part {
+		xs := x[i*stride : i*stride+n]
+		m := sumGo(xs) / cnt
+		sq, lin := devGo(xs, m)
+		part[i] = Moments{N: cnt, Mean: m + lin/cnt, M2: sq - lin*lin/cnt}
+	}
+}
+
+func dotPlanesGo[T Float](x, dy []T, n, stride int, mean []float64, part []Moments) {
+	for i := range part {
+		a, b := dotGo(x[i*stride:i*stride+n], dy[i*stride:i*stride+n], mean[i])
+		part[i].Mean += a
+		part[i].M2 += b
+	}
+}
+
 // affineGo computes, in float64 (len(out) ≥ len(xs)):
 //
 //	for i, v := range xs { out[i] = T((float64(v) − m)·b + c) }
@@ -104,6 +149,24 @@ func affine2Go[T Float](xs, dys, out []T, m, a, b, c float64) {
 	out = out[:len(xs)]
 	for i, v := range xs {
 		out[i] = T(a*float64(dys[i]) + (float64(v)-m)*b + c)
+	}
+}
+
+// affinePlanesGo and affine2PlanesGo apply affineGo and affine2Go to the
+// k = len(m) planes of n elements at x[i·stride:] (out, dy likewise) with
+// the coefficients of index i.
+
+func affinePlanesGo[T Float](x, out []T, n, stride int, m, b, c []float64) {
+	for i := range m {
+		o := i * stride
+		affineGo(x[o:o+n], out[o:o+n], m[i], b[i], c[i])
+	}
+}
+
+func affine2PlanesGo[T Float](x, dy, out []T, n, stride int, m, a, b, c []float64) {
+	for i := range m {
+		o := i * stride
+		affine2Go(x[o:o+n], dy[o:o+n], out[o:o+n], m[i], a[i], b[i], c[i])
 	}
 }
 

@@ -11,14 +11,19 @@ func simdPath() string { return "go" }
 // setSIMD reports that there are no vector loops to turn on.
 func setSIMD(bool) bool { return false }
 
-func sum[T Float](xs []T) float64                       { return sumGo(xs) }
-func dev[T Float](xs []T, m float64) (float64, float64) { return devGo(xs, m) }
-func dot[T Float](xs, dys []T, m float64) (float64, float64) {
-	return dotGo(xs, dys, m)
+func sumPlanes[T Float](x []T, n, stride int, part []Moments) { sumPlanesGo(x, n, stride, part) }
+func devPlanes[T Float](x []T, n, stride int, part []Moments) { devPlanesGo(x, n, stride, part) }
+func statsPlanes[T Float](x []T, n, stride int, part []Moments) {
+	statsPlanesGo(x, n, stride, part)
 }
-func affine[T Float](xs, out []T, m, b, c float64, _ bool) { affineGo(xs, out, m, b, c) }
-func affine2[T Float](xs, dys, out []T, m, a, b, c float64, _ bool) {
-	affine2Go(xs, dys, out, m, a, b, c)
+func dotPlanes[T Float](x, dy []T, n, stride int, mean []float64, part []Moments) {
+	dotPlanesGo(x, dy, n, stride, mean, part)
+}
+func affinePlanes[T Float](x, out []T, n, stride int, m, b, c []float64, _ bool) {
+	affinePlanesGo(x, out, n, stride, m, b, c)
+}
+func affine2Planes[T Float](x, dy, out []T, n, stride int, m, a, b, c []float64, _ bool) {
+	affine2PlanesGo(x, dy, out, n, stride, m, a, b, c)
 }
 func rowStats[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
 	rowStatsGo(x, ld, rows, part, cnt)

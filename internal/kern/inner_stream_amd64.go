@@ -22,16 +22,16 @@ func streams[T Float](n int) bool {
 }
 
 //go:noescape
-func affineStream32(x, y unsafe.Pointer, n, h int, hm, tm uint64, m, b, c float64)
+func affinePlanesNT32(x, y unsafe.Pointer, n, strideb, k int, m, b, c unsafe.Pointer)
 
 //go:noescape
-func affineStream64(x, y unsafe.Pointer, n, h int, hm, tm uint64, m, b, c float64)
+func affinePlanesNT64(x, y unsafe.Pointer, n, strideb, k int, m, b, c unsafe.Pointer)
 
 //go:noescape
-func affine2Stream32(x, dy, y unsafe.Pointer, n, h int, hm, tm uint64, m, a, b, c float64)
+func affine2PlanesNT32(x, dy, y unsafe.Pointer, n, strideb, k int, m, a, b, c unsafe.Pointer)
 
 //go:noescape
-func affine2Stream64(x, dy, y unsafe.Pointer, n, h int, hm, tm uint64, m, a, b, c float64)
+func affine2PlanesNT64(x, dy, y unsafe.Pointer, n, strideb, k int, m, a, b, c unsafe.Pointer)
 
 // streamFence orders the streaming stores before every later store
 // (SFENCE): called at the end of each Apply block, before the block is
