@@ -11,15 +11,15 @@ import (
 // On amd64 the block loops use the AVX-512 inner loops of inner_amd64.s
 // (plane reductions, row kernels) and affine_amd64.s (plane element-wise
 // kernels) when the CPU and the OS support AVX-512 (F, CD, BW, DQ, VL; and
-// BMI2, which every such CPU has),
-// the portable ones of inner_go.go otherwise or with the purego build tag.
-// They compute in float64 lanes what the portable loops compute:
+// BMI2, which every such CPU has), the portable ones of inner_go.go
+// otherwise or with the purego build tag. They compute in float64 lanes
+// what the portable loops compute:
 //
 //   - the plane kernels (sumPlanes, statsPlanes, devPlanes, dotPlanes,
-//     affinePlanes, affine2Planes) keep several
-//     vectors of partial sums and use fused multiply-adds: their results
-//     depend only on the data and its length (not on alignment or
-//     threads) but differ from the portable loops in the last bits;
+//     affinePlanes, affine2Planes) keep several vectors of partial sums and
+//     use fused multiply-adds: their results depend only on the data and
+//     its length (not on alignment, threads or how many planes one call
+//     takes) but differ from the portable loops in the last bits;
 //   - the row kernels (S = 1) give lane k to channel k and accumulate the
 //     rows in order with unfused operations, exactly as the portable
 //     loops: they match them bit for bit.
