@@ -3,7 +3,8 @@ package kern
 // The portable inner loops, always built. Each doc comment gives the plain
 // loop the function computes; the fast versions (AVX-512 assembly,
 // inner_amd64.go) compute the same sums in float64 in another fixed order
-// (the row kernels: in the same order, bit for bit). The block loops (block.go) call them through the names without the
+// (the row kernels: in the same order, bit for bit). The block loops
+// (block.go) call the plane and row kernels through the names without the
 // Go suffix (inner_noasm.go, inner_amd64.go).
 //
 // Sums are accumulated in float64 whatever T, in an order that depends only
