@@ -8,7 +8,8 @@
 // The Go wrappers check the lengths; these loops address the data through
 // base pointers and never read or write outside it. Every function ends
 // with VZEROUPPER: scalar SSE code run after 512-bit code with dirty upper
-// halves costs ~300 cycles per instruction on Intel.
+// halves costs ~300 cycles per instruction on Intel. (Scalar work inside a
+// kernel uses VEX-encoded instructions, VADDSD, VMOVSD, which do not.)
 //
 // One body per kernel, instantiated for each element type by the element
 // macros: LD widens 8 elements at src to float64 lanes in dst, LDZ does it
