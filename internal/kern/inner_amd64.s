@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "rows_amd64.h"
 
 // The AVX-512 inner loops of inner_amd64.go. Each computes what its
 // portable namesake in inner_go.go computes, in float64 lanes: float32 data
@@ -336,66 +337,7 @@ end: \
 // operations, exactly as the portable loops: the results match them bit
 // for bit.
 //
-// Registers: SI the first row of the group, R8 ldb, CX rows left, DX the
-// accumulator offset, AX BX R9 R10 the vector's address in the group's
-// four rows.
-
-#define RROWS(BODY4, BODY1, VB) \
-	MOVQ x+0(FP), SI \
-	MOVQ ldb+8(FP), R8 \
-	MOVQ rows+16(FP), CX \
-g4: \
-	CMPQ CX, $4 \
-	JLT  g1 \
-	MOVQ SI, AX \
-	LEAQ (SI)(R8*1), BX \
-	LEAQ (SI)(R8*2), R9 \
-	LEAQ (BX)(R8*2), R10 \
-	XORQ DX, DX \
-	CMPQ DX, end+24(FP) \
-	JGE  g4l \
-g4v: \
-	BODY4 \
-	ADDQ $VB, AX \
-	ADDQ $VB, BX \
-	ADDQ $VB, R9 \
-	ADDQ $VB, R10 \
-	ADDQ $64, DX \
-	CMPQ DX, end+24(FP) \
-	JLT  g4v \
-g4l: \
-	MOVQ lastb+32(FP), AX \
-	ADDQ SI, AX \
-	LEAQ (AX)(R8*1), BX \
-	LEAQ (AX)(R8*2), R9 \
-	LEAQ (BX)(R8*2), R10 \
-	BODY4 \
-	LEAQ (SI)(R8*4), SI \
-	SUBQ $4, CX \
-	JMP  g4 \
-g1: \
-	TESTQ CX, CX \
-	JLE   done \
-	MOVQ  SI, AX \
-	XORQ  DX, DX \
-	CMPQ  DX, end+24(FP) \
-	JGE   g1l \
-g1v: \
-	BODY1 \
-	ADDQ $VB, AX \
-	ADDQ $64, DX \
-	CMPQ DX, end+24(FP) \
-	JLT  g1v \
-g1l: \
-	MOVQ lastb+32(FP), AX \
-	ADDQ SI, AX \
-	BODY1 \
-	ADDQ R8, SI \
-	DECQ CX \
-	JMP  g1 \
-done: \
-	VZEROUPPER \
-	RET
+// The skeleton, RROWS, is in rows_amd64.h.
 
 // rowSum: s += x, accumulators s at DI.
 #define RSUM4(LD) \
@@ -478,37 +420,10 @@ done: \
 // (end = 64·(nv−1), lastc = 8·last). Unfused operations, as the portable
 // loops: y = (x−m)·b + c and y = a·dy + (x−m)·b + c.
 //
-// Registers: SI the row, R8 ldb, CX rows left, AX the vector's address.
+// The skeleton, AROWS, is in rows_amd64.h.
 
-#define AROWS(BODY, BODYL, VB) \
-	MOVQ  x+0(FP), SI \
-	MOVQ  ldb+8(FP), R8 \
-	MOVQ  rows+16(FP), CX \
-	KMOVQ keep+40(FP), K1 \
-r1: \
-	TESTQ CX, CX \
-	JLE   done \
-	MOVQ  SI, AX \
-	XORQ  DX, DX \
-	CMPQ  DX, end+24(FP) \
-	JGE   r1l \
-r1v: \
-	BODY \
-	ADDQ $VB, AX \
-	ADDQ $64, DX \
-	CMPQ DX, end+24(FP) \
-	JLT  r1v \
-r1l: \
-	MOVQ lastb+32(FP), AX \
-	ADDQ SI, AX \
-	MOVQ lastc+48(FP), DX \
-	BODYL \
-	ADDQ R8, SI \
-	DECQ CX \
-	JMP  r1 \
-done: \
-	VZEROUPPER \
-	RET
+// KEEPK loads the mask of the last vector's new lanes.
+#define KEEPK KMOVQ keep+40(FP), K1
 
 // rowAffine: m, b, c at DI, R11, R12; out at x + R13.
 #define RAFF(LD) \
@@ -562,26 +477,26 @@ TEXT ·dotPlanes64(SB), NOSPLIT, $0-64
 // func rowSum32(x unsafe.Pointer, ldb, rows, end, lastb int, s unsafe.Pointer)
 TEXT ·rowSum32(SB), NOSPLIT, $0-48
 	MOVQ s+40(FP), DI
-	RROWS(RSUM4(LD32), RSUM1(LD32), 32)
+	RROWS(RSUM4(LD32), RSUM1(LD32), 32, 64)
 
 // func rowSum64(x unsafe.Pointer, ldb, rows, end, lastb int, s unsafe.Pointer)
 TEXT ·rowSum64(SB), NOSPLIT, $0-48
 	MOVQ s+40(FP), DI
-	RROWS(RSUM4(LD64), RSUM1(LD64), 64)
+	RROWS(RSUM4(LD64), RSUM1(LD64), 64, 64)
 
 // func rowDev32(x unsafe.Pointer, ldb, rows, end, lastb int, m, q, l unsafe.Pointer)
 TEXT ·rowDev32(SB), NOSPLIT, $0-64
 	MOVQ m+40(FP), DI
 	MOVQ q+48(FP), R11
 	MOVQ l+56(FP), R12
-	RROWS(RDEV4(LD32), RDEV1(LD32), 32)
+	RROWS(RDEV4(LD32), RDEV1(LD32), 32, 64)
 
 // func rowDev64(x unsafe.Pointer, ldb, rows, end, lastb int, m, q, l unsafe.Pointer)
 TEXT ·rowDev64(SB), NOSPLIT, $0-64
 	MOVQ m+40(FP), DI
 	MOVQ q+48(FP), R11
 	MOVQ l+56(FP), R12
-	RROWS(RDEV4(LD64), RDEV1(LD64), 64)
+	RROWS(RDEV4(LD64), RDEV1(LD64), 64, 64)
 
 // func rowDot32(x unsafe.Pointer, ldb, rows, end, lastb int, m, a, b unsafe.Pointer, dyx uintptr)
 TEXT ·rowDot32(SB), NOSPLIT, $0-72
@@ -589,7 +504,7 @@ TEXT ·rowDot32(SB), NOSPLIT, $0-72
 	MOVQ a+48(FP), R11
 	MOVQ b+56(FP), R12
 	MOVQ dyx+64(FP), R13
-	RROWS(RDOT4(LD32), RDOT1(LD32), 32)
+	RROWS(RDOT4(LD32), RDOT1(LD32), 32, 64)
 
 // func rowDot64(x unsafe.Pointer, ldb, rows, end, lastb int, m, a, b unsafe.Pointer, dyx uintptr)
 TEXT ·rowDot64(SB), NOSPLIT, $0-72
@@ -597,7 +512,7 @@ TEXT ·rowDot64(SB), NOSPLIT, $0-72
 	MOVQ a+48(FP), R11
 	MOVQ b+56(FP), R12
 	MOVQ dyx+64(FP), R13
-	RROWS(RDOT4(LD64), RDOT1(LD64), 64)
+	RROWS(RDOT4(LD64), RDOT1(LD64), 64, 64)
 
 // func rowAffine32(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, b, c unsafe.Pointer, ox uintptr)
 TEXT ·rowAffine32(SB), NOSPLIT, $0-88
@@ -605,7 +520,7 @@ TEXT ·rowAffine32(SB), NOSPLIT, $0-88
 	MOVQ b+64(FP), R11
 	MOVQ c+72(FP), R12
 	MOVQ ox+80(FP), R13
-	AROWS(RAFF(LD32); ST32((AX)(R13*1)), RAFF(LD32); STM32(K1, (AX)(R13*1)), 32)
+	AROWS(RAFF(LD32); ST32((AX)(R13*1)), RAFF(LD32); STM32(K1, (AX)(R13*1)), 32, 64, KEEPK)
 
 // func rowAffine64(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, b, c unsafe.Pointer, ox uintptr)
 TEXT ·rowAffine64(SB), NOSPLIT, $0-88
@@ -613,7 +528,7 @@ TEXT ·rowAffine64(SB), NOSPLIT, $0-88
 	MOVQ b+64(FP), R11
 	MOVQ c+72(FP), R12
 	MOVQ ox+80(FP), R13
-	AROWS(RAFF(LD64); ST64((AX)(R13*1)), RAFF(LD64); STM64(K1, (AX)(R13*1)), 64)
+	AROWS(RAFF(LD64); ST64((AX)(R13*1)), RAFF(LD64); STM64(K1, (AX)(R13*1)), 64, 64, KEEPK)
 
 // func rowAffine2_32(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, a, b, c unsafe.Pointer, dyx, ox uintptr)
 TEXT ·rowAffine2_32(SB), NOSPLIT, $0-104
@@ -623,7 +538,7 @@ TEXT ·rowAffine2_32(SB), NOSPLIT, $0-104
 	MOVQ c+80(FP), R10
 	MOVQ dyx+88(FP), BX
 	MOVQ ox+96(FP), R9
-	AROWS(RAFF2(LD32); ST32((AX)(R9*1)), RAFF2(LD32); STM32(K1, (AX)(R9*1)), 32)
+	AROWS(RAFF2(LD32); ST32((AX)(R9*1)), RAFF2(LD32); STM32(K1, (AX)(R9*1)), 32, 64, KEEPK)
 
 // func rowAffine2_64(x unsafe.Pointer, ldb, rows, end, lastb int, keep uint64, lastc int, m, a, b, c unsafe.Pointer, dyx, ox uintptr)
 TEXT ·rowAffine2_64(SB), NOSPLIT, $0-104
@@ -633,4 +548,4 @@ TEXT ·rowAffine2_64(SB), NOSPLIT, $0-104
 	MOVQ c+80(FP), R10
 	MOVQ dyx+88(FP), BX
 	MOVQ ox+96(FP), R9
-	AROWS(RAFF2(LD64); ST64((AX)(R9*1)), RAFF2(LD64); STM64(K1, (AX)(R9*1)), 64)
+	AROWS(RAFF2(LD64); ST64((AX)(R9*1)), RAFF2(LD64); STM64(K1, (AX)(R9*1)), 64, 64, KEEPK)
