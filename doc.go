@@ -27,6 +27,11 @@
 // (ErrTooFewValues); NaN or Inf in x propagate to y and, in training, to the
 // running statistics of that channel, as in PyTorch.
 //
+// The CPU kernels run AVX-512 or AVX2 assembly on amd64 CPUs that have it
+// and portable Go elsewhere (or with the purego build tag); the
+// environment variable BN_KERNELS=avx2 or BN_KERNELS=go caps the choice.
+// Results do not depend on the number of threads.
+//
 // Errors are wrapped sentinels (ErrShape, ErrDtype, ErrTooFewValues,
 // ErrOption, ErrState, ErrSync, …). Gorgonia's machines hide wrapped
 // errors; use errors.Is(bn.Cause(err), bn.ErrTooFewValues) on the error of
