@@ -54,10 +54,7 @@ func (p *Plan[T]) blockStats1(i int) {
 		for n := bl.n0; n < bl.n1; n++ {
 			devPlanes(p.x[(n*C+bl.c0+k)*S+bl.s0:], L, L, pk)
 		}
-		// Corrected two-pass: the second term removes the rounding
-		// error of the mean (Björck; Chan, Golub, LeVeque).
-		lin := pk[0].N
-		pk[0] = Moments{N: cnt, Mean: pk[0].Mean + lin/cnt, M2: pk[0].M2 - lin*lin/cnt}
+		pk[0] = corrected(cnt, pk[0].Mean, pk[0].M2, pk[0].N)
 	}
 }
 

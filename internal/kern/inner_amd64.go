@@ -45,9 +45,9 @@ var (
 // setSIMD turns the vector loops on or off (tests, benchmarks) and reports
 // whether they are on. Not safe while kernels run.
 func setSIMD(on bool) bool {
-	cap := os.Getenv("BN_KERNELS")
-	useAVX512 = on && haveAVX512 && cap != "avx2" && cap != "go"
-	useAVX2 = on && haveAVX2 && !useAVX512 && cap != "go"
+	limit := os.Getenv("BN_KERNELS")
+	useAVX512 = on && haveAVX512 && limit != "avx2" && limit != "go"
+	useAVX2 = on && haveAVX2 && !useAVX512 && limit != "go"
 	return useAVX512 || useAVX2
 }
 
@@ -63,10 +63,7 @@ func simdPath() string {
 }
 
 // is32 reports whether T is a float32 type (float32 or a type defined on it).
-func is32[T Float]() bool {
-	var z T
-	return unsafe.Sizeof(z) == 4
-}
+func is32[T Float]() bool { return sizeOf[T]() == 4 }
 
 func ptr[T any](s []T) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(s)) }
 
@@ -95,19 +92,6 @@ func pick[T Float, F any](a5f32, a5f64, a2f32, a2f64 F) F {
 // topBits returns the mask of the last r (0 ≤ r ≤ 8) lanes of 8.
 func topBits(r int) uint64 { return 0xff << (8 - r) & 0xff }
 
-// The plane reductions work on k = len(part) planes of n elements,
-// x[i·stride : i·stride+n] for plane i, and add plane i's sums into
-// part[i] (one call per sample of a block: the planes of its channels).
-//
-// sumPlanes, on float32 data, adds the elements in pairs in float32 before
-// widening them (one conversion per 16 elements instead of two; the
-// conversions bound the loop). Each pair sum is rounded once, |error| ≤
-// 2⁻²⁴·|x_i + x_j|, so the result is within 2⁻²⁴·Σ|x| (plus float64
-// rounding) of Σx. It serves only the first-pass mean of the corrected
-// two-pass algorithm: the second pass, in float64, computes Σ(x−m)² and
-// Σ(x−m) around that m, and the correction (mean = m + Σ(x−m)/n, M2 =
-// Σ(x−m)² − (Σ(x−m))²/n) is exact for any m, so the moments keep float64
-// accuracy (simd_test.go checks it).
 // The assembly addresses part[i].N, .Mean, .M2 at bytes 24·i + 0, 8, 16
 // (each line fails to compile otherwise).
 var (
@@ -117,6 +101,17 @@ var (
 	_ = [1]struct{}{}[unsafe.Sizeof(Moments{})-24]
 )
 
+// The plane reductions work on k = len(part) planes of n elements,
+// x[i·stride : i·stride+n] for plane i, and add plane i's sums into
+// part[i] (one call per sample of a block: the planes of its channels).
+//
+// sumPlanes, on float32 data with AVX-512, adds the elements in pairs in
+// float32 before widening them (one conversion per 16 elements instead of
+// two; the conversions bound the loop). Each pair sum is rounded once,
+// |error| ≤ 2⁻²⁴·|x_i + x_j|, so the result is within 2⁻²⁴·Σ|x| (plus
+// float64 rounding) of Σx. It serves only the first-pass mean of the
+// corrected two-pass algorithm (see corrected), exact for any mean, so the
+// moments keep float64 accuracy (simd_test.go checks it).
 func sumPlanes[T Float](x []T, n, stride int, part []Moments) {
 	k := len(part)
 	if !(useAVX512 || useAVX2) || n < 8 || k == 0 {
@@ -205,7 +200,8 @@ func affine2Planes[T Float](x, dy, out []T, n, stride int, m, a, b, c []float64,
 // sequential within a row, with no stride of a whole row between two
 // consecutive loads or between a store and the next loads, which defeated
 // the prefetchers and hit 4 KB aliasing at C = 1024. A chunk whose width
-// is not a multiple of 8 ends with the vector of its last 8 channels,
+// is not a multiple of the L lanes ends with the vector of its last L
+// channels,
 // whose first lanes redo channels already done (the same sums, not read
 // back; the element-wise kernels do not store them again). Blocks
 // narrower than one vector go to the portable loops.
@@ -214,7 +210,7 @@ func affine2Planes[T Float](x, dy, out []T, n, stride int, m, a, b, c []float64,
 const rowChunk = 128
 
 // rowAcc maps the channels of a chunk to their accumulator index: k below
-// tail is k, k at or above it is in the last vector (channel last = w−8).
+// tail is k, k at or above it is in the last vector (channel last = w−L).
 func rowAcc(k, tail, last int) int {
 	if k >= tail {
 		return tail + k - last
@@ -291,8 +287,7 @@ func rowStats[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
 		tail := L * (nv - 1)
 		for k := range part[k0:k1] {
 			j := rowAcc(k, tail, last)
-			m, q, l := sa[j], qa[j], la[j]
-			part[k0+k] = Moments{N: cnt, Mean: m + l/cnt, M2: q - l*l/cnt}
+			part[k0+k] = corrected(cnt, sa[j], qa[j], la[j])
 		}
 	}
 }

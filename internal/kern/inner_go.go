@@ -120,7 +120,7 @@ func statsPlanesGo[T Float](x []T, n, stride int, part []Moments) {
 		xs := x[i*stride : i*stride+n]
 		m := sumGo(xs) / cnt
 		sq, lin := devGo(xs, m)
-		part[i] = Moments{N: cnt, Mean: m + lin/cnt, M2: sq - lin*lin/cnt}
+		part[i] = corrected(cnt, m, sq, lin)
 	}
 }
 
@@ -241,8 +241,7 @@ func rowStatsGo[T Float](x []T, ld, rows int, part []Moments, cnt float64) {
 		}
 	}
 	for k := range part {
-		lin := part[k].N
-		part[k] = Moments{N: cnt, Mean: part[k].Mean + lin/cnt, M2: part[k].M2 - lin*lin/cnt}
+		part[k] = corrected(cnt, part[k].Mean, part[k].M2, part[k].N)
 	}
 }
 

@@ -4,10 +4,10 @@ package kern
 
 import "unsafe"
 
-// Streaming stores for the element-wise plane passes (AVX-512). An ordinary store first reads the line it writes into the
-// cache (read for ownership) and later writes it back, evicting data the
-// next pass needs; a non-temporal store writes whole lines straight to
-// memory. For outputs far larger than the caches that removes a quarter of
+// Streaming stores for the element-wise plane passes (AVX-512). An
+// ordinary store first reads the line it writes into the cache (read for
+// ownership) and later writes it back, evicting data the next pass needs;
+// a non-temporal store writes whole lines straight to memory. For outputs far larger than the caches that removes a quarter of
 // the forward's memory traffic (read x twice, write y: 4 → 3 tensor passes
 // with the ownership read) and a sixth of the backward's. For outputs that
 // their reader (the next layer) would still find in a cache — tens of MB
@@ -17,8 +17,7 @@ import "unsafe"
 
 // streams reports whether an Apply writing n elements of T streams.
 func streams[T Float](n int) bool {
-	var z T
-	return useAVX512 && n*int(unsafe.Sizeof(z)) >= streamMin
+	return useAVX512 && n*sizeOf[T]() >= streamMin
 }
 
 //go:noescape

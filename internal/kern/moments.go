@@ -61,6 +61,14 @@ func (a Moments) UnbiasedVar() float64 {
 	return a.M2 / (a.N - 1)
 }
 
+// corrected returns the moments of cnt values from the two passes of the
+// corrected two-pass algorithm around an approximate mean m: sq = Σ(x−m)²
+// and lin = Σ(x−m). The lin terms remove the rounding error of m (Björck;
+// Chan, Golub, LeVeque), whatever m is.
+func corrected(cnt, m, sq, lin float64) Moments {
+	return Moments{N: cnt, Mean: m + lin/cnt, M2: sq - lin*lin/cnt}
+}
+
 // MergeAll merges ms in order into one Moments.
 func MergeAll(ms []Moments) Moments {
 	var r Moments
