@@ -55,7 +55,7 @@ func newDDPNet(batch int, seed int64, scale float64, opts ...Option) (*ddpNet, e
 	n.w1 = mat("w1", rnd(ddpIn*ddpHid), ddpIn, ddpHid)
 	n.w2 = mat("w2", rnd(ddpHid*ddpOut), ddpHid, ddpOut)
 	var err error
-	if n.l, err = New(n.g, ddpHid, tensor.Float64, opts...); err != nil {
+	if n.l, err = New(n.g, ddpHid, tensor.Float64, append([]Option{WithName("hidden.bn")}, opts...)...); err != nil {
 		return nil, err
 	}
 	h, err := n.l.Apply(gorgonia.Must(gorgonia.Mul(x, n.w1)))

@@ -197,6 +197,7 @@ type Layer struct {
 	tracked []int64   // per group
 	calls   uint64    // forward calls with batch statistics, for SyncBN's header
 	obs     observer  // PreciseBN's collector, when active
+	seg     Segmenter // of the last ApplySegmented, for EmptyStep
 	per     []kern.Moments
 }
 
@@ -264,8 +265,8 @@ func newLayer(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, 
 		}
 	}
 	if cfg.sync != nil {
-		sc := *cfg.sync // each layer its own buffers and index
-		if err := sc.register(); err != nil {
+		sc := *cfg.sync // each layer its own buffers
+		if err := sc.setup(cfg.name, cfg.name != ""); err != nil {
 			return nil, err
 		}
 		cfg.sync = &sc
@@ -409,6 +410,11 @@ func (l *Layer) apply(x *gorgonia.Node, seg Segmenter) (*gorgonia.Node, error) {
 		return nil, fmt.Errorf("%w: input is %v, layer is %v", ErrDtype, x.Dtype(), l.dt)
 	}
 	op := &fwdOp{l: l, rank: x.Dims(), id: opIDs.Add(1), seg: seg}
+	if seg != nil {
+		l.mu.Lock()
+		l.seg = seg
+		l.mu.Unlock()
+	}
 	if l.gamma == nil {
 		return gorgonia.ApplyOp(op, x)
 	}

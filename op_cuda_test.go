@@ -395,7 +395,7 @@ func TestCUDASyncBN(t *testing.T) {
 				errs := make([]error, len(sizes))
 				var wg sync.WaitGroup
 				for i, n := range sizes {
-					c := cudaCase{shape: shape(n), mode: Train, opts: append([]Option{WithCommunicator(comms[i])}, tc.opts...)}
+					c := cudaCase{shape: shape(n), mode: Train, opts: append([]Option{WithName("l"), WithCommunicator(comms[i])}, tc.opts...)}
 					op, _, _ := newCaseOp(t, c, tensor.Float64, rand.New(rand.NewSource(1)))
 					mk := func(sh tensor.Shape, v []float64) tensor.Tensor {
 						if dev != nil {

@@ -26,12 +26,15 @@ package bn
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"time"
 
 	"github.com/gorgonia-bn/bn/collective"
 	"github.com/gorgonia-bn/bn/internal/kern"
+	"gorgonia.org/tensor"
 )
 
 // DefaultSyncTimeout bounds every collective of a synchronized layer unless
@@ -39,25 +42,50 @@ import (
 const DefaultSyncTimeout = 5 * time.Minute
 
 // WithCommunicator synchronizes the layer's batch statistics across the
-// ranks of comm (SyncBN). Every rank must create its synchronized layers in
-// the same order: the i-th layer created with a communicator is matched
-// with the i-th layer of the same communicator on the other ranks.
+// ranks of comm (SyncBN). Layers are matched across ranks by their key (see
+// WithSyncKey), which a synchronized layer must have: WithName or
+// WithSyncKey. Creating a layer costs no communication and creating one on
+// a single rank (a validation graph, a graph rebuilt for a last partial
+// batch) changes nothing for the others; only applying it in a mode that
+// uses batch statistics makes it communicate.
 func WithCommunicator(comm collective.Communicator) Option {
 	return func(c *config) error {
 		if comm == nil {
 			return fmt.Errorf("%w: nil communicator", ErrOption)
 		}
 		if c.sync == nil {
-			c.sync = &syncConfig{timeout: DefaultSyncTimeout}
+			c.sync = &syncConfig{}
 		}
 		c.sync.comm = comm
 		return nil
 	}
 }
 
+// WithSyncKey sets the key that matches a synchronized layer with its peers
+// on the other ranks (default: the layer's name, WithName). Every
+// collective carries a hash of the key, and ranks whose keys differ — a
+// layer applied on one rank only, layers applied in another order — get
+// ErrSync naming both layers instead of mixing their statistics. Layers
+// with equal keys on one communicator are the same layer as far as
+// matching goes (a layer rebuilt in a new graph keeps its key); give
+// distinct layers distinct keys. The key must not be empty.
+func WithSyncKey(key string) Option {
+	return func(c *config) error {
+		if key == "" {
+			return fmt.Errorf("%w: empty sync key", ErrOption)
+		}
+		if c.sync == nil {
+			c.sync = &syncConfig{}
+		}
+		c.sync.key = key
+		return nil
+	}
+}
+
 // WithSyncTimeout bounds each collective of a synchronized layer (default
 // DefaultSyncTimeout); when it passes the forward or backward fails with an
-// error instead of waiting forever for a rank that never comes.
+// error that says what it waited for, instead of waiting forever for a
+// rank that never comes.
 func WithSyncTimeout(d time.Duration) Option {
 	return func(c *config) error {
 		if d <= 0 {
@@ -91,32 +119,70 @@ func (l *Layer) Communicator() collective.Communicator {
 	return l.cfg.sync.comm
 }
 
-var (
-	syncMu      sync.Mutex
-	syncIndices = map[collective.Communicator]int{}
-)
+// SyncKey returns the key that matches a synchronized layer across ranks
+// (see WithSyncKey), or "" for a layer that is not synchronized.
+func (l *Layer) SyncKey() string {
+	if l.cfg.sync == nil {
+		return ""
+	}
+	return l.cfg.sync.key
+}
 
 // syncConfig is the synchronization of one layer.
 type syncConfig struct {
 	comm    collective.Communicator
 	timeout time.Duration
 	base    context.Context
-	index   int // position of the layer among those created with comm
+	key     string  // matches the layer across ranks
+	hash    float64 // keyHash(key)
 
 	send, recv []float64
 	merged     []kern.Moments
 }
 
-// register gives the layer its index among the layers of its communicator.
-func (sc *syncConfig) register() error {
+// setup validates the synchronization options of a layer named name
+// (explicit: given by WithName) and fixes its key.
+func (sc *syncConfig) setup(name string, explicit bool) error {
 	if sc.comm == nil {
-		return fmt.Errorf("%w: WithSyncTimeout without WithCommunicator", ErrOption)
+		what := "WithSyncTimeout"
+		if sc.key != "" {
+			what = "WithSyncKey"
+		}
+		return fmt.Errorf("%w: %s without WithCommunicator", ErrOption, what)
 	}
-	syncMu.Lock()
-	sc.index = syncIndices[sc.comm]
-	syncIndices[sc.comm]++
-	syncMu.Unlock()
+	if sc.timeout == 0 {
+		sc.timeout = DefaultSyncTimeout
+	}
+	if sc.key == "" && explicit {
+		sc.key = name
+	}
+	if sc.key == "" {
+		return fmt.Errorf("%w: a synchronized layer needs a key that is the same on every rank, to match it with its peers: give it WithName or WithSyncKey (layers are matched by key, not by the order they are created in)", ErrOption)
+	}
+	sc.hash = keyHash(sc.key)
 	return nil
+}
+
+// keyHash maps a sync key to an integer below 2⁵² (exact in a float64
+// header) and remembers the key for error messages.
+func keyHash(key string) float64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	v := float64(h.Sum64() % hashBelow)
+	keyNames.LoadOrStore(v, key)
+	return v
+}
+
+// keyNames maps the key hashes this process has seen to their keys, to
+// name the layer another rank is at when the keys disagree.
+var keyNames sync.Map
+
+// describeKey names the layer of key hash v for an error message.
+func describeKey(v float64) string {
+	if k, ok := keyNames.Load(v); ok {
+		return fmt.Sprintf("layer %q", k)
+	}
+	return fmt.Sprintf("a layer unknown to this rank (key hash %v)", v)
 }
 
 func (sc *syncConfig) context() (context.Context, context.CancelFunc) {
@@ -129,8 +195,8 @@ func (sc *syncConfig) context() (context.Context, context.CancelFunc) {
 
 const (
 	tagForward  = 0x42_4e_46 // "BNF"
-	headerLen   = 7          // forward: tag, layer index, C, segments, step, N, offset
-	sumsHeader  = 5          // backward: 1, index, index², C, C²
+	headerLen   = 7          // forward: tag, key hash, C, segments, step, N, offset
+	sumsHeader  = 5          // backward: 1, k, k², C, C² (k: a 16-bit key hash)
 	ghostHeader = 1          // header-only exchange for ghost layers
 )
 
@@ -147,14 +213,14 @@ func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, nseg, C, N, o
 	step := float64(l.calls)
 	n := headerLen + 3*nseg*C
 	sc.send = grow(sc.send, n)
-	copy(sc.send, []float64{tagForward, float64(sc.index), float64(C), float64(nseg), step, float64(N), float64(off)})
+	copy(sc.send, []float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off)})
 	p := sc.send[headerLen:]
 	for i, m := range moms[:nseg*C] {
 		p[3*i], p[3*i+1], p[3*i+2] = m.N, m.Mean, m.M2
 	}
 	sc.recv = grow(sc.recv, K*n)
 	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.send), collective.Float64s(sc.recv), nil); err != nil {
-		return nil, fmt.Errorf("%w: layer %s forward: %w", ErrSync, l.cfg.name, err)
+		return nil, sc.fail(l, "forward", step, err)
 	}
 	sc.merged = grow(sc.merged, nseg*C)
 	clear(sc.merged)
@@ -165,7 +231,7 @@ func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, nseg, C, N, o
 			return nil, err
 		}
 		if l.cfg.ghost > 0 && q[6] != sum {
-			return nil, fmt.Errorf("%w: ghost layer %s: rank %d places its batch at offset %v of the global batch, but the ranks before it hold %v samples: the per-rank batch sizes changed since this op's first run (use one graph per batch size on every rank)", ErrSync, l.cfg.name, r, q[6], sum)
+			return nil, fmt.Errorf("%w: ghost layer %q: rank %d places its batch at offset %v of the global batch, but the ranks before it hold %v samples: the per-rank batch sizes changed since this op's first run (use one graph per batch size on every rank)", ErrSync, sc.key, r, q[6], sum)
 		}
 		sum += q[5]
 		q = q[headerLen:]
@@ -184,10 +250,10 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int) (off, total int, err erro
 	defer cancel()
 	K := sc.comm.Size()
 	step := float64(l.calls)
-	sc.send = append(sc.send[:0], tagForward+ghostHeader, float64(sc.index), float64(C), -1, step, float64(N), -1)
+	sc.send = append(sc.send[:0], tagForward+ghostHeader, sc.hash, float64(C), -1, step, float64(N), -1)
 	sc.recv = grow(sc.recv, K*headerLen)
 	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.send), collective.Float64s(sc.recv), nil); err != nil {
-		return 0, 0, fmt.Errorf("%w: layer %s forward: %w", ErrSync, l.cfg.name, err)
+		return 0, 0, sc.fail(l, "ghost placement", step, err)
 	}
 	for r := range K {
 		h := sc.recv[r*headerLen : (r+1)*headerLen]
@@ -203,16 +269,30 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int) (off, total int, err erro
 }
 
 func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step float64, tag int) error {
-	if h[0] != float64(tag) || h[1] != float64(sc.index) || h[2] != float64(C) || (nseg >= 0 && h[3] != float64(nseg)) || h[4] != step {
-		return fmt.Errorf("%w: layer %s (index %d, %d channels, %d segments, step %v) on rank %d, but rank %d sent tag %#x index %v, %v channels, %v segments, step %v: ranks must apply the same synchronized layers in the same order",
-			ErrSync, l.cfg.name, sc.index, C, nseg, step, sc.comm.Rank(), r, int(h[0]), h[1], h[2], h[3], h[4])
+	if h[0] != float64(tag) || h[1] != sc.hash || h[2] != float64(C) || (nseg >= 0 && h[3] != float64(nseg)) || h[4] != step {
+		what := "ranks must apply the same synchronized layers in the same order, in modes that use batch statistics"
+		switch {
+		case h[0] != float64(tag):
+			what = fmt.Sprintf("rank %d is in another exchange (tag %#x, this rank %#x): a ghost layer's batch sizes changed on some ranks, or the ranks run different graphs", r, int(h[0]), tag)
+		case h[1] != sc.hash:
+			what = fmt.Sprintf("rank %d is at %s: the ranks apply different synchronized layers here (a layer applied on some ranks only, or in another order)", r, describeKey(h[1]))
+		case h[2] != float64(C):
+			what = fmt.Sprintf("rank %d's layer has %v channels", r, h[2])
+		case nseg >= 0 && h[3] != float64(nseg):
+			what = fmt.Sprintf("rank %d has %v segments (domain layers whose options differ between ranks?)", r, h[3])
+		case h[4] != step:
+			what = fmt.Sprintf("rank %d is at step %v of this layer: a rank ran this layer with batch statistics more often (a forward in Train on one rank only, or EmptyStep not called for every step)", r, h[4])
+		}
+		return fmt.Errorf("%w: layer %q (%d channels, %d segments, step %v) on rank %d: %s",
+			ErrSync, sc.key, C, nseg, step, sc.comm.Rank(), what)
 	}
 	return nil
 }
 
 // reduceSums all-reduces (SUM) the per-segment backward sums, with a header
-// of (1, index, index², channels, channels²) whose sums prove every rank
-// sent the same layer.
+// of (1, k, k², channels, channels²), k a 16-bit hash of the key, whose
+// sums prove every rank sent the same layer (and stay exact integers below
+// 2⁵³ for up to 2²⁰ ranks).
 func (sc *syncConfig) reduceSums(l *Layer, s *saved) error {
 	ctx, cancel := sc.context()
 	defer cancel()
@@ -220,19 +300,20 @@ func (sc *syncConfig) reduceSums(l *Layer, s *saved) error {
 	k := s.nseg * C
 	n := sumsHeader + 2*k
 	sc.send = grow(sc.send, n)
-	idx, c := float64(sc.index+1), float64(C)
+	idx, c := float64(uint64(sc.hash)%(1<<16)+1), float64(C)
 	copy(sc.send, []float64{1, idx, idx * idx, c, c * c})
 	for i, v := range s.sums[:k] {
 		sc.send[sumsHeader+2*i], sc.send[sumsHeader+2*i+1] = v[0], v[1]
 	}
+	step := float64(l.calls) - 1 // the step of the forward this backward follows
 	if err := sc.comm.AllReduce(ctx, collective.Float64s(sc.send), collective.Sum); err != nil {
-		return fmt.Errorf("%w: layer %s backward: %w", ErrSync, l.cfg.name, err)
+		return sc.fail(l, "backward", step, err)
 	}
 	K := sc.send[0]
 	h := sc.send[:sumsHeader]
 	// Σa = K·m and Σa² = K·m² hold only if every a equals m.
 	if K != float64(sc.comm.Size()) || h[1] != K*idx || h[2] != K*idx*idx || h[3] != K*c || h[4] != K*c*c {
-		return fmt.Errorf("%w: layer %s backward: ranks disagree on the layer or its channel count (header sums %v on rank %d): ranks must run the same synchronized layers in the same order", ErrSync, l.cfg.name, h, sc.comm.Rank())
+		return fmt.Errorf("%w: layer %q backward: ranks disagree on the layer or its channel count (header sums %v on rank %d): ranks must run the same synchronized layers in the same order", ErrSync, sc.key, h, sc.comm.Rank())
 	}
 	for i := range s.sums[:k] {
 		s.sums[i] = [2]float64{sc.send[sumsHeader+2*i], sc.send[sumsHeader+2*i+1]}
@@ -240,63 +321,96 @@ func (sc *syncConfig) reduceSums(l *Layer, s *saved) error {
 	return nil
 }
 
+// fail wraps the error of a collective of the layer with what this rank
+// waited for and, when it waited in vain, the likely causes.
+func (sc *syncConfig) fail(l *Layer, what string, step float64, err error) error {
+	return fmt.Errorf("%w: layer %q %s (step %v) on rank %d%s: %w", ErrSync, sc.key, what, step, sc.comm.Rank(), stallDiagnosis(err, sc.timeout), err)
+}
+
+// stallDiagnosis says, for the error of a collective whose wait for the
+// other ranks ran past the sync timeout, which ranks had arrived and why
+// the others may not have; "" for other errors.
+func stallDiagnosis(err error, timeout time.Duration) string {
+	var st *collective.StallError
+	if !errors.As(err, &st) || !errors.Is(err, context.DeadlineExceeded) {
+		return ""
+	}
+	who := "which ranks had arrived is unknown with this communicator"
+	if st.Joined != nil {
+		who = fmt.Sprintf("ranks %v had arrived, ranks %v had not", st.Joined, st.Missing())
+	}
+	return fmt.Sprintf(": no answer within the sync timeout (%v): %s. Likely causes: a rank whose layer is in Eval or Frozen mode (they do not communicate), a rank that stopped, crashed or is still busy, a synchronized layer or shuffle applied on some ranks only, or a rank without samples that did not call EmptyStep", timeout, who)
+}
+
 // EmptyStep lets a rank that has no samples in this step take part in the
 // collectives of its synchronized layers, which the other ranks wait for:
 // Gorgonia cannot hold a tensor with a zero-length batch, so such a rank
-// calls EmptyStep instead of running its graph. It contributes empty
-// statistics to each layer's forward, in the order given (the order the
-// graph applies them), folds the global statistics into its running
-// statistics exactly as the other ranks do (they stay bitwise equal), and,
-// if backward is set, contributes zero sums to each backward, in reverse
-// order. Layers that are not synchronized, or whose mode uses running
-// statistics, are skipped, as their ops would be. For a layer made by
-// NewGrouped the segments are taken to be its groups. Ghost layers are not
-// supported (ErrOption).
+// calls EmptyStep instead of running its graph. It runs each layer's
+// forward, in the order given (the order the graph applies them), on an
+// empty batch — the code path of a rank with data, with zero counts — so
+// it folds the global statistics into its running statistics exactly as
+// the other ranks do (they stay bitwise equal), and, if backward is set,
+// contributes zero sums to each backward, in reverse order. Layers whose
+// mode uses running statistics are skipped, as their ops would be. A layer
+// applied with ApplySegmented (package domainbn) asks the Segmenter of its
+// last application for the segments of an empty batch. Layers that are not
+// synchronized, nil layers, and ghost layers (whose groups depend on every
+// rank's batch size) are an error (ErrOption) before anything is sent.
 func EmptyStep(layers []*Layer, backward bool) error {
-	states := make([]*saved, len(layers))
 	for i, l := range layers {
-		s, err := l.emptyForward()
-		if err != nil {
+		switch {
+		case l == nil:
+			return fmt.Errorf("%w: EmptyStep: layer %d is nil", ErrOption, i)
+		case l.cfg.sync == nil:
+			return fmt.Errorf("%w: EmptyStep: layer %s is not synchronized (no WithCommunicator): there is nobody to take part with", ErrOption, l.cfg.name)
+		case l.cfg.ghost > 0:
+			return fmt.Errorf("%w: EmptyStep does not support ghost layers (%s): the ghost groups of the global batch depend on every rank's batch size", ErrOption, l.cfg.name)
+		case l.groups > 1 && l.lastSeg() == nil:
+			return fmt.Errorf("%w: EmptyStep: layer %s has %d statistics groups but was never applied with a Segmenter (ApplySegmented): apply it in this rank's graph first", ErrOption, l.cfg.name, l.groups)
+		}
+	}
+	ops := make([]*fwdOp, len(layers))
+	for i, l := range layers {
+		op := &fwdOp{l: l, seg: l.lastSeg()}
+		if err := op.emptyForward(); err != nil {
 			return err
 		}
-		states[i] = s
+		ops[i] = op
 	}
 	if !backward {
 		return nil
 	}
-	for i := len(layers) - 1; i >= 0; i-- {
-		if s := states[i]; s != nil {
-			clear(s.sums)
-			if err := layers[i].cfg.sync.reduceSums(layers[i], s); err != nil {
-				return err
-			}
+	for i := len(ops) - 1; i >= 0; i-- {
+		op := ops[i]
+		if !op.s.batch {
+			continue
+		}
+		op.s.sums = grow(op.s.sums, op.s.nseg*op.l.c)
+		clear(op.s.sums)
+		if err := op.l.cfg.sync.reduceSums(op.l, &op.s); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func (l *Layer) emptyForward() (*saved, error) {
-	mode := l.Mode()
-	if l.cfg.sync == nil || !mode.usesBatchStats(l.cfg.track) {
-		return nil, nil
+// lastSeg returns the Segmenter of the layer's last ApplySegmented, or nil.
+func (l *Layer) lastSeg() Segmenter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seg
+}
+
+// emptyForward is the forward of op on a batch of no samples: the host
+// steps of every forward (begin, statistics) with zero moments and no
+// device passes.
+func (op *fwdOp) emptyForward() error {
+	if _, err := op.begin(tensor.Shape{0, op.l.c}); err != nil {
+		return err
 	}
-	C, nseg := l.c, l.groups
-	if l.cfg.ghost > 0 {
-		return nil, fmt.Errorf("%w: EmptyStep does not support ghost layers (%s): the ghost groups of the global batch depend on every rank's batch size", ErrOption, l.cfg.name)
+	if !op.s.batch {
+		return nil
 	}
-	s := &saved{}
-	s.sm.Resize(nseg)
-	for i := range nseg {
-		s.sm.Norm[i], s.sm.Stat[i], s.sm.Aff[i] = i, min(i, l.groups-1), 0
-	}
-	moms, err := l.cfg.sync.reduceMoments(l, make([]kern.Moments, nseg*C), nseg, C, 0, 0)
-	if err != nil {
-		return nil, err
-	}
-	s.resize(nseg, C)
-	s.sums = make([][2]float64, nseg*C)
-	if err := l.batchStats(s, moms, C, mode, nil); err != nil {
-		return nil, err
-	}
-	return s, nil
+	clear(op.s.moms)
+	return op.statistics(nil)
 }

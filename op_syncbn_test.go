@@ -29,7 +29,7 @@ func runLayer(shape tensor.Shape, xs, ws []float64, steps int, opts ...Option) (
 		gorgonia.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(append([]float64(nil), xs...)))))
 	w := gorgonia.NewTensor(g, tensor.Float64, len(shape), gorgonia.WithShape(shape...), gorgonia.WithName("w"),
 		gorgonia.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(append([]float64(nil), ws...)))))
-	l, err := New(g, shape[1], tensor.Float64, opts...)
+	l, err := New(g, shape[1], tensor.Float64, append([]Option{WithName("l")}, opts...)...)
 	if err != nil {
 		return bnRun{}, err
 	}
@@ -153,7 +153,7 @@ func TestSyncEqualsConcatenated(t *testing.T) {
 
 // emptyRank is runLayer for a rank without samples: EmptyStep each step.
 func emptyRank(steps, C int, opts ...Option) (bnRun, error) {
-	l, err := New(gorgonia.NewGraph(), C, tensor.Float64, opts...)
+	l, err := New(gorgonia.NewGraph(), C, tensor.Float64, append([]Option{WithName("l")}, opts...)...)
 	if err != nil {
 		return bnRun{}, err
 	}

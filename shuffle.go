@@ -46,9 +46,9 @@ import (
 
 // Shuffle permutes the samples of a batch spread over the ranks of a
 // communicator, and restores their order, differentiably. Create one per
-// shuffled region on every rank, in the same order on every rank:
+// shuffled region on every rank, with the same key and seed on every rank:
 //
-//	sh, err := bn.NewShuffle(comm, seed)  // the same seed on every rank
+//	sh, err := bn.NewShuffle(comm, "encoder", seed)
 //	xs, err := sh.Shuffle(x)              // samples of x drawn from all ranks
 //	h, err := layer.Apply(xs)             // plain (per-rank) BN, or a whole encoder
 //	k, err := sh.Unshuffle(h)             // back to the order of x
@@ -59,10 +59,11 @@ import (
 // function of (seed, step) only, and the step advances with every forward of
 // Shuffle.
 type Shuffle struct {
-	comm  collective.Communicator
-	seed  int64
-	index int
-	id    uint64
+	comm collective.Communicator
+	seed int64
+	key  string  // matches the shuffle across ranks
+	hash float64 // keyHash(key)
+	id   uint64
 
 	mu      sync.Mutex
 	timeout time.Duration
@@ -73,23 +74,21 @@ type Shuffle struct {
 	plan shufflePlan
 }
 
-var (
-	shuffleMu      sync.Mutex
-	shuffleIndices = map[collective.Communicator]int{}
-	shuffleIDs     atomic.Uint64
-)
+var shuffleIDs atomic.Uint64
 
-// NewShuffle returns a Shuffle whose permutations are drawn from seed
-// (which must be the same on every rank) over the ranks of comm.
-func NewShuffle(comm collective.Communicator, seed int64) (*Shuffle, error) {
+// NewShuffle returns a Shuffle whose permutations are drawn from seed over
+// the ranks of comm. key matches it with its peers on the other ranks, as
+// WithSyncKey does for layers: the same key and seed on every rank, and a
+// different key for each shuffle of a model. Creating a Shuffle costs no
+// communication.
+func NewShuffle(comm collective.Communicator, key string, seed int64) (*Shuffle, error) {
 	if comm == nil {
 		return nil, fmt.Errorf("%w: nil communicator", ErrOption)
 	}
-	shuffleMu.Lock()
-	idx := shuffleIndices[comm]
-	shuffleIndices[comm]++
-	shuffleMu.Unlock()
-	return &Shuffle{comm: comm, seed: seed, index: idx, id: shuffleIDs.Add(1), timeout: DefaultSyncTimeout}, nil
+	if key == "" {
+		return nil, fmt.Errorf("%w: a shuffle needs a key that is the same on every rank, to match it with its peers", ErrOption)
+	}
+	return &Shuffle{comm: comm, seed: seed, key: key, hash: keyHash(key), id: shuffleIDs.Add(1), timeout: DefaultSyncTimeout}, nil
 }
 
 // SetSyncContext sets the context the collectives run under (default
@@ -193,6 +192,12 @@ func (s *Shuffle) context() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(base, d)
 }
 
+func (s *Shuffle) syncTimeout() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.timeout
+}
+
 // shufflePlan is the data movement of one step, in samples.
 type shufflePlan struct {
 	ok      bool // made by a successful forward of Shuffle
@@ -225,18 +230,22 @@ func (s *Shuffle) makePlan(n int, sampleShape tensor.Shape) error {
 	p.ok = false
 	h := fnv.New64a()
 	fmt.Fprint(h, []int(sampleShape))
-	send := []float64{tagShuffle, float64(s.index), float64(step), float64(n), float64(h.Sum64() % hashBelow)}
+	send := []float64{tagShuffle, s.hash, float64(step), float64(n), float64(h.Sum64() % hashBelow)}
 	p.hdr = grow(p.hdr, K*shuffleHdrLen)
 	if err := s.comm.AllGather(ctx, collective.Float64s(send), collective.Float64s(p.hdr), nil); err != nil {
-		return fmt.Errorf("%w: shuffle %d forward: %w", ErrSync, s.index, err)
+		return fmt.Errorf("%w: shuffle %q forward (step %d) on rank %d%s: %w", ErrSync, s.key, step, me, stallDiagnosis(err, s.syncTimeout()), err)
 	}
 	p.sizes = grow(p.sizes, K)
 	offs := make([]int, K+1)
 	for r := range K {
 		q := p.hdr[r*shuffleHdrLen : (r+1)*shuffleHdrLen]
 		if q[0] != send[0] || q[1] != send[1] || q[2] != send[2] || q[4] != send[4] {
-			return fmt.Errorf("%w: shuffle %d (step %d, samples of shape %v) on rank %d, but rank %d sent tag %#x, shuffle %v, step %v, sample-shape hash %v: ranks must apply the same shuffles in the same order to samples of one shape",
-				ErrSync, s.index, step, sampleShape, me, r, int(q[0]), q[1], q[2], q[4])
+			other := "a shuffle"
+			if q[1] != s.hash {
+				other = describeKey(q[1])
+			}
+			return fmt.Errorf("%w: shuffle %q (step %d, samples of shape %v) on rank %d, but rank %d sent tag %#x for %s, step %v, sample-shape hash %v: ranks must apply the same shuffles in the same order to samples of one shape",
+				ErrSync, s.key, step, sampleShape, me, r, int(q[0]), other, q[2], q[4])
 		}
 		p.sizes[r] = int(q[3])
 		offs[r+1] = offs[r] + p.sizes[r]
@@ -331,7 +340,7 @@ func (op *permOp) String() string {
 	if op.grad {
 		name += "Grad"
 	}
-	return fmt.Sprintf("%s(%d)", name, op.s.index)
+	return fmt.Sprintf("%s(%s)", name, op.s.key)
 }
 
 // Do permutes the samples of in[0].
@@ -411,7 +420,7 @@ func permuteT[T float32 | float64](op *permOp, xv, outv tensor.Tensor) error {
 	ctx, cancel := op.s.context()
 	defer cancel()
 	if err := op.s.comm.AllToAll(ctx, buffer(send), sc, buffer(recv), rc); err != nil {
-		return fmt.Errorf("%w: %v: %w", ErrSync, op, err)
+		return fmt.Errorf("%w: %v on rank %d%s: %w", ErrSync, op, op.s.comm.Rank(), stallDiagnosis(err, op.s.syncTimeout()), err)
 	}
 	for k, i := range dstIdx {
 		copy(out[i*D:(i+1)*D], recv[k*D:(k+1)*D])

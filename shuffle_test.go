@@ -40,12 +40,12 @@ func newShGraph(shape tensor.Shape, comm collective.Communicator, seed int64, li
 	e.w = gorgonia.NewTensor(e.g, tensor.Float64, len(shape), gorgonia.WithShape(shape...), gorgonia.WithName("w"),
 		gorgonia.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(e.ws))))
 	var err error
-	if e.l, err = New(e.g, shape[1], tensor.Float64, opts...); err != nil {
+	if e.l, err = New(e.g, shape[1], tensor.Float64, append([]Option{WithName("bn")}, opts...)...); err != nil {
 		return nil, err
 	}
 	in := e.x
 	if comm != nil {
-		if e.sh, err = NewShuffle(comm, seed); err != nil {
+		if e.sh, err = NewShuffle(comm, "sh", seed); err != nil {
 			return nil, err
 		}
 		if in, err = e.sh.Shuffle(e.x); err != nil {
@@ -376,7 +376,7 @@ func TestShuffleFloat32Features(t *testing.T) {
 		}
 		x := gorgonia.NewTensor(g, tensor.Float32, 3, gorgonia.WithShape(n, 2, 3), gorgonia.WithName("x"),
 			gorgonia.WithValue(tensor.New(tensor.WithShape(n, 2, 3), tensor.WithBacking(xv))))
-		sh, err := NewShuffle(c, 1)
+		sh, err := NewShuffle(c, "sh", 1)
 		if err != nil {
 			return err
 		}
@@ -440,7 +440,7 @@ func TestShuffleErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh, err := NewShuffle(comms[0], 1)
+	sh, err := NewShuffle(comms[0], "sh", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +454,7 @@ func TestShuffleErrors(t *testing.T) {
 	if _, err := sh.Shuffle(x); !errors.Is(err, ErrOption) {
 		t.Errorf("second Shuffle: %v, want ErrOption", err)
 	}
-	if _, err := NewShuffle(nil, 1); !errors.Is(err, ErrOption) {
+	if _, err := NewShuffle(nil, "sh", 1); !errors.Is(err, ErrOption) {
 		t.Errorf("nil communicator: %v, want ErrOption", err)
 	}
 
@@ -464,7 +464,7 @@ func TestShuffleErrors(t *testing.T) {
 		r := c.Rank()
 		g := gorgonia.NewGraph()
 		x := gorgonia.NewMatrix(g, tensor.Float64, gorgonia.WithShape(2, 3+r), gorgonia.WithInit(gorgonia.Zeroes()))
-		sh, err := NewShuffle(c, 1)
+		sh, err := NewShuffle(c, "sh", 1)
 		if err != nil {
 			return err
 		}

@@ -123,8 +123,8 @@ func newBenchRank(shape tensor.Shape, dt tensor.Dtype, comm collective.Communica
 	h := x
 	var ls []*Layer
 	wrt := gorgonia.Nodes{x}
-	for range layers {
-		l, err := New(g, shape[1], dt, opts...)
+	for i := range layers {
+		l, err := New(g, shape[1], dt, append([]Option{WithName(fmt.Sprintf("bn%d", i))}, opts...)...)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -39,3 +39,53 @@ func contextError(ctx context.Context) error {
 	}
 	return err
 }
+
+// StallError is the error of a rank whose wait for the other ranks of a
+// collective ended — its context's deadline passed or it was cancelled —
+// before every rank had joined the call. It wraps the context's error (so
+// errors.Is(err, context.DeadlineExceeded) holds) and says what was awaited,
+// so that a user can tell a rank that never came from a slow network.
+// Backends return it wrapped (find it with errors.As); the other ranks of the
+// group get ErrAborted wrapping the same StallError.
+type StallError struct {
+	// Rank is the rank that stopped waiting; Size the size of the group.
+	Rank, Size int
+	// Call names the collective ("all-gather", …); Seq is its number among
+	// the calls of the communicator (0 for the first).
+	Call string
+	Seq  uint64
+	// Joined lists, in increasing order, the ranks that had joined the call
+	// when the wait ended (Rank among them). It is nil where the backend
+	// cannot know (MPI: every rank waits in one non-blocking collective).
+	Joined []int
+	// Err is the context's error.
+	Err error
+}
+
+// Missing returns the ranks that had not joined the call, or nil when
+// Joined is unknown.
+func (e *StallError) Missing() []int {
+	if e.Joined == nil {
+		return nil
+	}
+	var m []int
+	j := 0
+	for r := range e.Size {
+		if j < len(e.Joined) && e.Joined[j] == r {
+			j++
+			continue
+		}
+		m = append(m, r)
+	}
+	return m
+}
+
+func (e *StallError) Error() string {
+	if e.Joined == nil {
+		return fmt.Sprintf("rank %d stopped waiting in %s #%d for the other ranks of %d (which had joined is unknown to this backend): %v", e.Rank, e.Call, e.Seq, e.Size, e.Err)
+	}
+	return fmt.Sprintf("rank %d stopped waiting in %s #%d: ranks %v of %d had joined, ranks %v had not: %v", e.Rank, e.Call, e.Seq, e.Joined, e.Size, e.Missing(), e.Err)
+}
+
+// Unwrap returns the context's error.
+func (e *StallError) Unwrap() error { return e.Err }

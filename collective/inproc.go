@@ -497,7 +497,13 @@ func (c *inproc) enter(ctx context.Context, cl *call) error {
 			g.mu.Lock()
 			if g.round == round && g.err == nil && !c.closed.Load() {
 				s.waiting = false
-				err := contextError(ctx)
+				var joined []int
+				for r := range g.slots {
+					if g.slots[r].posted {
+						joined = append(joined, r)
+					}
+				}
+				err := &StallError{Rank: c.rank, Size: g.size, Call: k.String(), Seq: cl.hdr.Seq, Joined: joined, Err: contextError(ctx)}
 				g.failLocked(fmt.Errorf("%w by rank %d: %w", ErrAborted, c.rank, err), true)
 				g.mu.Unlock()
 				return c.errorf(k, err)

@@ -504,6 +504,9 @@ type segmenter struct {
 func (sg *segmenter) Segments(n int, seg []int, m *bn.SegmentMap) (int, error) {
 	l := sg.l
 	v := l.sel.get()
+	if n == 0 { // an empty batch (bn.EmptyStep): no sample needs a domain
+		v = selection{set: true}
+	}
 	if !v.set {
 		return 0, fmt.Errorf("%w: layer %s run before SetDomain or SetDomainIDs", ErrDomain, l.Name())
 	}

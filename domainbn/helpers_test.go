@@ -48,7 +48,7 @@ func buildHarness(shape tensor.Shape, D int, opts ...domainbn.Option) (*harness,
 	h.x = gorgonia.NewTensor(g, tensor.Float64, len(shape), gorgonia.WithShape(shape...), gorgonia.WithName("x"), gorgonia.WithInit(gorgonia.Zeroes()))
 	h.w = gorgonia.NewTensor(g, tensor.Float64, len(shape), gorgonia.WithShape(shape...), gorgonia.WithName("w"), gorgonia.WithInit(gorgonia.Zeroes()))
 	var err error
-	if h.l, err = domainbn.New(g, shape[1], D, tensor.Float64, opts...); err != nil {
+	if h.l, err = domainbn.New(g, shape[1], D, tensor.Float64, append([]domainbn.Option{domainbn.WithBN(bn.WithName("dbn"))}, opts...)...); err != nil {
 		return nil, err
 	}
 	if h.y, err = h.l.Apply(h.x); err != nil {

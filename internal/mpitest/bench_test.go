@@ -45,7 +45,7 @@ func BenchmarkSyncBN(b *testing.B) {
 				if synced {
 					opts = append(opts, bn.WithCommunicator(w))
 				}
-				l, err := bn.New(g, shape[1], tensor.Float32, opts...)
+				l, err := bn.New(g, shape[1], tensor.Float32, append([]bn.Option{bn.WithName("bench.bn")}, opts...)...)
 				if err != nil {
 					b.Fatal(err)
 				}

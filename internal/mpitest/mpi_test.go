@@ -52,7 +52,7 @@ func run(t *testing.T, shape tensor.Shape, xs, ws []float64, steps int, opts ...
 			gorgonia.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(append([]float64(nil), v...)))))
 	}
 	x, w := mk("x", xs), mk("w", ws)
-	l, err := bn.New(g, shape[1], tensor.Float64, opts...)
+	l, err := bn.New(g, shape[1], tensor.Float64, append([]bn.Option{bn.WithName("l")}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestSyncBN(t *testing.T) {
 	want := run(t, tensor.Shape{total, C, S}, all, allW, steps)
 	var got result
 	if ns[rank] == 0 {
-		l, err := bn.New(gorgonia.NewGraph(), C, tensor.Float64, bn.WithCommunicator(w), bn.WithSyncTimeout(time.Minute))
+		l, err := bn.New(gorgonia.NewGraph(), C, tensor.Float64, bn.WithName("l"), bn.WithCommunicator(w), bn.WithSyncTimeout(time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
