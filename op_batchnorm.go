@@ -841,7 +841,7 @@ func (op *fwdOp) begin(shape tensor.Shape) (kern.Layout, error) {
 		// the global batch once (reduceMoments checks it every step).
 		if !op.ghostKnown || op.ghostN != N {
 			var err error
-			if op.ghostOff, op.ghostTotal, err = l.cfg.sync.ghostOffsets(l, N, C); err != nil {
+			if op.ghostOff, op.ghostTotal, err = l.cfg.sync.ghostOffsets(l, N, C, mode); err != nil {
 				return kern.Layout{}, err
 			}
 			op.ghostN, op.ghostKnown = N, true
@@ -870,7 +870,7 @@ func (op *fwdOp) statistics(shape tensor.Shape) error {
 	C, nseg := l.c, s.nseg
 	if s.batch && l.cfg.sync != nil {
 		var err error
-		if s.moms, err = l.cfg.sync.reduceMoments(l, s.moms, nseg, C, s.n, s.off); err != nil {
+		if s.moms, err = l.cfg.sync.reduceMoments(l, s.moms, &s.sm, C, s.n, s.off, s.mode); err != nil {
 			return err
 		}
 	}

@@ -26,6 +26,7 @@ package bn
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -180,9 +181,9 @@ var keyNames sync.Map
 // describeKey names the layer of key hash v for an error message.
 func describeKey(v float64) string {
 	if k, ok := keyNames.Load(v); ok {
-		return fmt.Sprintf("layer %q", k)
+		return fmt.Sprintf("the layer or shuffle of key %q", k)
 	}
-	return fmt.Sprintf("a layer unknown to this rank (key hash %v)", v)
+	return fmt.Sprintf("a layer or shuffle whose key this process does not know (key hash %.0f)", v)
 }
 
 func (sc *syncConfig) context() (context.Context, context.CancelFunc) {
@@ -195,7 +196,7 @@ func (sc *syncConfig) context() (context.Context, context.CancelFunc) {
 
 const (
 	tagForward  = 0x42_4e_46 // "BNF"
-	headerLen   = 7          // forward: tag, key hash, C, segments, step, N, offset
+	headerLen   = 10         // forward: tag, key hash, C, segments, step, N, offset, mode, update, segment-map hash
 	sumsHeader  = 5          // backward: 1, k, k², C, C² (k: a 16-bit key hash)
 	ghostHeader = 1          // header-only exchange for ghost layers
 )
@@ -206,14 +207,15 @@ const (
 // N and off are the local batch size and, for ghost layers, the offset of
 // this rank's samples in the global batch; ghost layers check that every
 // rank's offset is the sum of the sizes of the ranks before it.
-func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, nseg, C, N, off int) ([]kern.Moments, error) {
+func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, sm *SegmentMap, C, N, off int, mode Mode) ([]kern.Moments, error) {
+	nseg := len(sm.Norm)
 	ctx, cancel := sc.context()
 	defer cancel()
 	K := sc.comm.Size()
 	step := float64(l.calls)
 	n := headerLen + 3*nseg*C
 	sc.send = grow(sc.send, n)
-	copy(sc.send, []float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off)})
+	copy(sc.send, []float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off), float64(mode), updates(l, mode), sm.hash()})
 	p := sc.send[headerLen:]
 	for i, m := range moms[:nseg*C] {
 		p[3*i], p[3*i+1], p[3*i+2] = m.N, m.Mean, m.M2
@@ -245,12 +247,12 @@ func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, nseg, C, N, o
 // ghostOffsets exchanges the local batch sizes of a ghost layer and
 // returns this rank's offset in the concatenated global batch and its size,
 // so that ghost groups are those of the concatenated batch.
-func (sc *syncConfig) ghostOffsets(l *Layer, N, C int) (off, total int, err error) {
+func (sc *syncConfig) ghostOffsets(l *Layer, N, C int, mode Mode) (off, total int, err error) {
 	ctx, cancel := sc.context()
 	defer cancel()
 	K := sc.comm.Size()
 	step := float64(l.calls)
-	sc.send = append(sc.send[:0], tagForward+ghostHeader, sc.hash, float64(C), -1, step, float64(N), -1)
+	sc.send = append(sc.send[:0], tagForward+ghostHeader, sc.hash, float64(C), -1, step, float64(N), -1, float64(mode), updates(l, mode), 0)
 	sc.recv = grow(sc.recv, K*headerLen)
 	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.send), collective.Float64s(sc.recv), nil); err != nil {
 		return 0, 0, sc.fail(l, "ghost placement", step, err)
@@ -269,7 +271,7 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int) (off, total int, err erro
 }
 
 func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step float64, tag int) error {
-	if h[0] != float64(tag) || h[1] != sc.hash || h[2] != float64(C) || (nseg >= 0 && h[3] != float64(nseg)) || h[4] != step {
+	if h[0] != float64(tag) || h[1] != sc.hash || h[2] != float64(C) || (nseg >= 0 && h[3] != float64(nseg)) || h[4] != step || h[8] != sc.send[8] || h[9] != sc.send[9] {
 		what := "ranks must apply the same synchronized layers in the same order, in modes that use batch statistics"
 		switch {
 		case h[0] != float64(tag):
@@ -280,6 +282,10 @@ func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step fl
 			what = fmt.Sprintf("rank %d's layer has %v channels", r, h[2])
 		case nseg >= 0 && h[3] != float64(nseg):
 			what = fmt.Sprintf("rank %d has %v segments (domain layers whose options differ between ranks?)", r, h[3])
+		case h[9] != sc.send[9]:
+			what = fmt.Sprintf("rank %d maps its segments to other normalization sets, statistics groups or γ/β groups (domain layers whose switches differ between ranks?)", r)
+		case h[8] != sc.send[8]:
+			what = fmt.Sprintf("rank %d's layer is in mode %v, this rank's in mode %v: only some ranks would update the running statistics, which would then differ between ranks (set the same mode on every rank)", r, Mode(h[7]), Mode(sc.send[7]))
 		case h[4] != step:
 			what = fmt.Sprintf("rank %d is at step %v of this layer: a rank ran this layer with batch statistics more often (a forward in Train on one rank only, or EmptyStep not called for every step)", r, h[4])
 		}
@@ -287,6 +293,30 @@ func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step fl
 			ErrSync, sc.key, C, nseg, step, sc.comm.Rank(), what)
 	}
 	return nil
+}
+
+// hash returns a hash of the map below 2⁵² (exact in a float64 header).
+func (m *SegmentMap) hash() float64 {
+	h := fnv.New64a()
+	var b [8]byte
+	for _, v := range [][]int{m.Norm, m.Stat, m.Aff} {
+		for _, x := range v {
+			binary.LittleEndian.PutUint64(b[:], uint64(x))
+			h.Write(b[:])
+		}
+		h.Write([]byte{0xff})
+	}
+	return float64(h.Sum64() % hashBelow)
+}
+
+// updates is 1 when a forward of l in mode m folds the batch into the
+// running statistics, 0 otherwise: ranks must agree on it, or their running
+// statistics part.
+func updates(l *Layer, m Mode) float64 {
+	if m == Train && l.cfg.track {
+		return 1
+	}
+	return 0
 }
 
 // reduceSums all-reduces (SUM) the per-segment backward sums, with a header

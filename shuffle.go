@@ -240,7 +240,7 @@ func (s *Shuffle) makePlan(n int, sampleShape tensor.Shape) error {
 	for r := range K {
 		q := p.hdr[r*shuffleHdrLen : (r+1)*shuffleHdrLen]
 		if q[0] != send[0] || q[1] != send[1] || q[2] != send[2] || q[4] != send[4] {
-			other := "a shuffle"
+			other := "this shuffle"
 			if q[1] != s.hash {
 				other = describeKey(q[1])
 			}

@@ -107,7 +107,7 @@ func TestSyncKeyMismatch(t *testing.T) {
 	for r, err := range errs {
 		require.ErrorIs(t, Cause(err), ErrSync, "rank %d", r)
 		other := []string{"block2.bn", "block1.bn"}[r]
-		require.Contains(t, err.Error(), `rank `+string(rune('1'-r))+` is at layer "`+other+`"`, "rank %d", r)
+		require.Contains(t, err.Error(), `rank `+string(rune('1'-r))+` is at the layer or shuffle of key "`+other+`"`, "rank %d", r)
 	}
 
 	errs = syncRanks(t, 2, func(r int, c collective.Communicator) error {
