@@ -17,12 +17,18 @@ package bn
 // batch; their first forward (per op: Gorgonia batch sizes are fixed per
 // graph) also all-gathers the batch sizes to place each rank's samples.
 //
-// Every payload carries a small header (layer index, channels, segments,
-// step, batch size and offset) that every rank checks, so ranks that disagree — different channel
-// counts, a rank that skips a layer or calls layers in another order — get
-// ErrSync instead of wrong numbers. A rank with an empty batch still takes
-// part; a global count of 1 in training is ErrTooFewValues on every rank,
-// a global count of 0 leaves the running statistics untouched.
+// Layers are matched across ranks by an explicit key (WithSyncKey, or the
+// layer's name), never by the order they are created in. Every payload
+// carries a small header (key hash, channels, segments, step, batch size
+// and offset, mode, segment-map hash) that every rank checks, so ranks that
+// disagree — another layer at this point, other channel counts, one rank
+// updating the running statistics and another not, domain layers with
+// other switches — get ErrSync instead of wrong numbers. A wait that ends
+// at the sync timeout says which layer, step and collective it waited in,
+// which ranks had arrived where the communicator knows, and the likely
+// causes. A rank with an empty batch still takes part (EmptyStep); a
+// global count of 1 in training is ErrTooFewValues on every rank, a global
+// count of 0 leaves the running statistics untouched.
 
 import (
 	"context"
