@@ -16,8 +16,10 @@ import (
 //	dx   = dxOp(x, dy, sums)  dx = γ·invstd·(dy − Σdy/n − x̂·Σdy·x̂/n) with batch statistics,
 //	                          dx = γ·invstd·dy with running statistics
 //
-// and dγ, dβ are the two rows of sums. Both read the statistics the forward
-// op saved; y as an input of sumsOp orders them after their forward.
+// and dγ, dβ are the two rows of sums, taken by rowOp as tensors of γ's
+// shape whatever C and the affine groups. sumsOp and dxOp read the
+// statistics the forward op saved; y as an input of sumsOp orders them after
+// their forward.
 
 // DiffWRT reports that the op is differentiable with respect to x, γ, β.
 func (op *fwdOp) DiffWRT(n int) []bool {
@@ -45,11 +47,14 @@ func (op *fwdOp) SymDiff(inputs gorgonia.Nodes, output, grad *gorgonia.Node) (go
 	if len(inputs) == 1 {
 		return gorgonia.Nodes{dx}, nil
 	}
-	dg, err := gorgonia.Slice(sums, gorgonia.S(0))
+	// Not gorgonia.Slice: for C = 1 its value is a scalar while its node
+	// says (1), and a TapeMachine with BindDualValues panics in its own
+	// goroutine on it. rowOp's value always has γ's shape.
+	dg, err := gorgonia.ApplyOp(&rowOp{f: op, row: 0}, sums)
 	if err != nil {
 		return nil, err
 	}
-	db, err := gorgonia.Slice(sums, gorgonia.S(1))
+	db, err := gorgonia.ApplyOp(&rowOp{f: op, row: 1}, sums)
 	if err != nil {
 		return nil, err
 	}
@@ -294,6 +299,90 @@ func (f *fwdOp) finishSums() ([]float64, error) {
 	}
 	s.gs = gs
 	return s.dgb, nil
+}
+
+// rowOp takes row 0 (dγ) or 1 (dβ) of the sums of a forward op: a tensor of
+// γ's shape, (C) or (groups, C), for every C — a value whose run-time shape
+// is its node's shape, as BindDualValues and the solvers require.
+type rowOp struct {
+	goOp
+	f   *fwdOp
+	row int           // 0: dγ, 1: dβ
+	out tensor.Tensor // the last output (WithOutputReuse)
+}
+
+func (op *rowOp) Arity() int { return 1 }
+func (op *rowOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	sums := gorgonia.TensorType{Dims: (&sumsOp{f: op.f}).outShape().Dims(), Of: a}
+	return hm.NewFnType(sums, gorgonia.TensorType{Dims: op.f.l.gamma.Dims(), Of: a})
+}
+func (op *rowOp) InferShape(...gorgonia.DimSizer) (tensor.Shape, error) {
+	return op.f.l.gamma.Shape().Clone(), nil
+}
+func (op *rowOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "bn.BatchNormRow/%d/%d/%d", op.f.l.id, op.f.id, op.row)
+}
+func (op *rowOp) Hashcode() uint32 { return hashOf(op) }
+func (op *rowOp) String() string {
+	return [2]string{"BatchNormDγ(", "BatchNormDβ("}[op.row] + op.f.l.cfg.name + ")"
+}
+
+// Do returns the row as a new tensor (or, WithOutputReuse, the last one).
+func (op *rowOp) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	if err := op.check(in); err != nil {
+		return nil, err
+	}
+	out := op.f.l.output(&op.out, op.f.l.gamma.Shape())
+	if err := op.do(in[0], out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UsePreallocDo copies the row into prealloc, which must have γ's shape.
+func (op *rowOp) UsePreallocDo(prealloc gorgonia.Value, in ...gorgonia.Value) (gorgonia.Value, error) {
+	if err := op.check(in); err != nil {
+		return nil, err
+	}
+	if err := checkOut(prealloc, op.f.l.gamma.Shape(), op.f.l.dt, "preallocated "+op.String()); err != nil {
+		return nil, err
+	}
+	if err := op.do(in[0], prealloc.(tensor.Tensor)); err != nil {
+		return nil, err
+	}
+	return prealloc, nil
+}
+
+func (op *rowOp) check(in []gorgonia.Value) error {
+	if len(in) != 1 {
+		return fmt.Errorf("%w: %v takes 1 input, got %d", ErrShape, op, len(in))
+	}
+	return checkOut(in[0], (&sumsOp{f: op.f}).outShape(), op.f.l.dt, op.String()+"'s input")
+}
+
+func (op *rowOp) do(sums gorgonia.Value, out tensor.Tensor) error {
+	if op.f.l.dt == tensor.Float32 {
+		return copyRow[float32](sums, out, op.row)
+	}
+	return copyRow[float64](sums, out, op.row)
+}
+
+func copyRow[T kern.Float](sums gorgonia.Value, outv tensor.Tensor, row int) error {
+	src, err := data[T](sums)
+	if err != nil {
+		return err
+	}
+	dst, err := data[T](outv)
+	if err != nil {
+		return err
+	}
+	n := len(src) / 2
+	if len(dst) != n {
+		return fmt.Errorf("%w: a row of %d values into %d", ErrShape, n, len(dst))
+	}
+	copy(dst, src[row*n:(row+1)*n])
+	return nil
 }
 
 // dxOp computes dx.

@@ -55,11 +55,14 @@ func (m Mode) usesBatchStats(track bool) bool {
 	return m == Train || m == EvalBatchStats || !track
 }
 
-// Option configures a Layer. Options are validated by New.
+// Option configures a Layer. Options are validated by New: an invalid
+// value, a nil Option or options that contradict each other are ErrOption.
+// An option given twice takes the last value.
 type Option func(*config) error
 
 type config struct {
 	eps, momentum float64
+	momentumSet   bool // WithMomentum was given
 	cumulative    bool
 	affine, track bool
 	ghost         int
@@ -86,23 +89,36 @@ func WithEps(eps float64) Option {
 
 // WithMomentum sets the weight of the new batch in the exponential moving
 // average of the running statistics, r ← (1−m)·r + m·batch (default 0.1,
-// PyTorch's convention). It must lie in [0, 1].
+// PyTorch's convention). It must lie in [0, 1]. It contradicts
+// WithCumulativeAverage: both together, in either order, are ErrOption.
 func WithMomentum(m float64) Option {
 	return func(c *config) error {
 		if !(m >= 0 && m <= 1) {
 			return fmt.Errorf("%w: momentum must be in [0,1], got %v", ErrOption, m)
 		}
-		c.momentum, c.cumulative = m, false
+		if c.cumulative {
+			return errMomentumAndCumulative
+		}
+		c.momentum, c.momentumSet = m, true
 		return nil
 	}
 }
 
 // WithCumulativeAverage makes the running statistics the plain average of
 // the statistics of every training batch so far (PyTorch's momentum=None):
-// the t-th batch is folded in with weight 1/t.
+// the t-th batch is folded in with weight 1/t. It contradicts WithMomentum:
+// both together, in either order, are ErrOption.
 func WithCumulativeAverage() Option {
-	return func(c *config) error { c.cumulative = true; return nil }
+	return func(c *config) error {
+		if c.momentumSet {
+			return errMomentumAndCumulative
+		}
+		c.cumulative = true
+		return nil
+	}
 }
+
+var errMomentumAndCumulative = fmt.Errorf("%w: WithMomentum and WithCumulativeAverage contradict each other: the running statistics are either an exponential moving average with that momentum or the cumulative average of every batch; give one", ErrOption)
 
 // WithAffine turns the learned per-channel scale γ and shift β on or off
 // (default on). Without them y = x̂.
@@ -208,7 +224,8 @@ type observer interface {
 }
 
 // New creates a layer for inputs with the given number of channels and
-// element type (tensor.Float32 or tensor.Float64) in graph g.
+// element type (tensor.Float32 or tensor.Float64) in graph g. channels must
+// lie in [1, MaxChannels].
 func New(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, opts ...Option) (*Layer, error) {
 	return newLayer(g, channels, dt, 1, false, opts)
 }
@@ -217,12 +234,18 @@ func New(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, opts ...Option) (
 // perGroupAffine, γ and β of shape (groups, C) instead of (C). It is applied
 // with ApplySegmented, whose Segmenter maps the samples of each batch to
 // groups. It is the engine of package domainbn; most users want New.
+// groups·channels must not exceed MaxChannels.
 func NewGrouped(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, perGroupAffine bool, opts ...Option) (*Layer, error) {
-	if groups < 1 {
-		return nil, fmt.Errorf("%w: groups must be ≥ 1, got %d", ErrOption, groups)
+	if groups < 1 || groups > MaxChannels {
+		return nil, fmt.Errorf("%w: groups must be in [1, %d], got %d", ErrOption, MaxChannels, groups)
 	}
 	return newLayer(g, channels, dt, groups, perGroupAffine, opts)
 }
+
+// MaxChannels bounds the channels of a layer (times its groups for
+// NewGrouped): a larger count is surely a mistake (a flattened feature size
+// passed as channels, say), whose per-channel state would not fit in memory.
+const MaxChannels = 1 << 24
 
 // Groups returns the number of sets of running statistics (1 unless the
 // layer was made by NewGrouped).
@@ -231,7 +254,10 @@ func (l *Layer) Groups() int { return l.groups }
 // ApplySegmented is Apply with the samples of each batch assigned to
 // segments by seg when the graph runs (see Segmenter).
 func (l *Layer) ApplySegmented(x *gorgonia.Node, seg Segmenter) (*gorgonia.Node, error) {
-	if seg == nil {
+	if l == nil {
+		return nil, fmt.Errorf("%w: ApplySegmented on a nil *Layer", ErrOption)
+	}
+	if isNil(seg) { // a nil pointer's Segments would panic when the graph runs
 		return nil, fmt.Errorf("%w: nil segmenter", ErrOption)
 	}
 	if l.cfg.ghost > 0 {
@@ -252,14 +278,21 @@ func newLayer(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, 
 	if g == nil {
 		return nil, fmt.Errorf("%w: nil graph", ErrOption)
 	}
-	if channels < 1 {
-		return nil, fmt.Errorf("%w: channels must be ≥ 1, got %d", ErrShape, channels)
+	if channels < 1 || channels > MaxChannels/groups {
+		per := ""
+		if groups > 1 {
+			per = fmt.Sprintf(" with %d groups", groups)
+		}
+		return nil, fmt.Errorf("%w: channels must be in [1, %d]%s, got %d", ErrShape, MaxChannels/groups, per, channels)
 	}
 	if dt != tensor.Float32 && dt != tensor.Float64 {
 		return nil, fmt.Errorf("%w: %v (want float32 or float64)", ErrDtype, dt)
 	}
 	cfg := defaults()
-	for _, o := range opts {
+	for i, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: option %d of %d is nil", ErrOption, i, len(opts))
+		}
 		if err := o(&cfg); err != nil {
 			return nil, err
 		}
@@ -393,6 +426,9 @@ func (l *Layer) ResetRunningStats() {
 // Apply returns the node y = BN(x) for x of shape (N, C, …) with 2 to 5
 // dimensions (NCHW layout), of the layer's element type.
 func (l *Layer) Apply(x *gorgonia.Node) (*gorgonia.Node, error) {
+	if l == nil {
+		return nil, fmt.Errorf("%w: Apply on a nil *Layer", ErrOption)
+	}
 	return l.apply(x, nil)
 }
 

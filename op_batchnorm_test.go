@@ -147,6 +147,7 @@ const (
 	tapeNoGrad machineKind = iota // TapeMachine, forward only
 	tapeGrad                      // TapeMachine with gorgonia.Grad
 	lispGrad                      // LispMachine (forward and DoDiff)
+	tapeDual                      // TapeMachine with gorgonia.Grad and BindDualValues(γ, β), as for a solver
 )
 
 // env is a graph x → BN → y, cost = Σ y ⊙ w, on one machine. Its tapes
@@ -179,12 +180,16 @@ func newEnv(t testing.TB, dt tensor.Dtype, shape tensor.Shape, cfg refConfig, mo
 	must(t, err)
 	e.cost = gorgonia.Must(gorgonia.Sum(gorgonia.Must(gorgonia.HadamardProd(e.y, e.w))))
 	switch kind {
-	case tapeGrad:
+	case tapeGrad, tapeDual:
 		wrt := gorgonia.Nodes{e.x}
 		wrt = append(wrt, l.Learnables()...)
 		e.grads, err = gorgonia.Grad(e.cost, wrt...)
 		must(t, err)
-		e.vm = gorgonia.NewTapeMachine(e.g, gorgonia.TraceExec())
+		if kind == tapeDual && l.Learnables() != nil {
+			e.vm = gorgonia.NewTapeMachine(e.g, gorgonia.TraceExec(), gorgonia.BindDualValues(l.Learnables()...))
+		} else {
+			e.vm = gorgonia.NewTapeMachine(e.g, gorgonia.TraceExec())
+		}
 	case tapeNoGrad:
 		e.vm = gorgonia.NewTapeMachine(e.g, gorgonia.TraceExec())
 	case lispGrad:
@@ -204,7 +209,18 @@ func (e *env) setParams(gamma, beta []float64) {
 
 // run runs the graph once (resetting a tape first). A LispMachine env runs
 // once only: its Reset rewinds to the last node, not to the start.
+// A tapeDual env zeroes the dual values first: the machine adds each run's
+// gradients into them.
 func (e *env) run() error {
+	if e.kind == tapeDual {
+		for _, p := range e.l.Learnables() {
+			if g, err := p.Grad(); err == nil {
+				if tt, ok := g.(tensor.Tensor); ok {
+					tt.Zero()
+				}
+			}
+		}
+	}
 	if e.kind != lispGrad {
 		e.vm.Reset()
 	}
@@ -237,6 +253,16 @@ func (e *env) gradValues() (dx, dg, db []float64) {
 	dx = valuesOf(e.t, e.grads[0].Value())
 	if len(e.grads) == 3 {
 		dg, db = valuesOf(e.t, e.grads[1].Value()), valuesOf(e.t, e.grads[2].Value())
+		if e.kind == tapeDual { // the dual values: tensors of γ's shape
+			for i, p := range e.l.Learnables() {
+				v, err := p.Grad()
+				must(e.t, err)
+				if tt, ok := v.(tensor.Tensor); !ok || !tt.Shape().Eq(p.Shape()) {
+					e.t.Fatalf("dual value of %v is %T %v, want a tensor of shape %v", p, v, v.Shape(), p.Shape())
+				}
+				sameBits(e.t, "dual value of "+p.Name(), valuesOf(e.t, v), [][]float64{dg, db}[i])
+			}
+		}
 	}
 	return
 }
@@ -302,6 +328,10 @@ func gradCases() []gradCase {
 		gradCase{"no-tracking/eval", tensor.Shape{5, 3, 2}, Eval, refConfig{noTrack: true}},
 		gradCase{"no-tracking/frozen/rank4", tensor.Shape{3, 2, 2, 2}, Frozen, refConfig{noTrack: true}},
 		gradCase{"eps0.5/train", tensor.Shape{4, 2, 3}, Train, refConfig{eps: 0.5}},
+		gradCase{"C1/rank2/train", tensor.Shape{5, 1}, Train, refConfig{}},
+		gradCase{"C1/rank4/train", tensor.Shape{3, 1, 2, 2}, Train, refConfig{}},
+		gradCase{"C1/rank3/frozen", tensor.Shape{3, 1, 4}, Frozen, refConfig{}},
+		gradCase{"C1/ghost", tensor.Shape{6, 1, 2}, Train, refConfig{ghost: 4}},
 	)
 }
 
@@ -383,12 +413,12 @@ func TestGradFiniteDifferences(t *testing.T) {
 
 // TestForwardBackwardMatchReference compares y, dx, dγ, dβ of float64 and
 // float32 layers with the float64 reference, for every case of the
-// gradient test, on both machines.
+// gradient test, on both machines and on a TapeMachine with BindDualValues.
 func TestForwardBackwardMatchReference(t *testing.T) {
 	for ci, tc := range gradCases() {
 		for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
-			for _, kind := range []machineKind{tapeGrad, lispGrad} {
-				name := fmt.Sprintf("%s/%v/%s", tc.name, dt, [...]string{"", "tape", "lisp"}[kind])
+			for _, kind := range []machineKind{tapeGrad, lispGrad, tapeDual} {
+				name := fmt.Sprintf("%s/%v/%s", tc.name, dt, [...]string{"", "tape", "lisp", "dual"}[kind])
 				t.Run(name, func(t *testing.T) {
 					r := rand.New(rand.NewSource(int64(7 + ci)))
 					xs := roundTo(dt, channelData(r, tc.shape))
@@ -439,7 +469,6 @@ func TestRunningStatsAfterKSteps(t *testing.T) {
 		{"ema-0", tensor.Shape{7, 4}, refConfig{momentum: 0, setMom: true}},
 		{"cumulative", tensor.Shape{4, 3, 3}, refConfig{cumulative: true}},
 		{"cumulative-rank5", tensor.Shape{2, 2, 2, 2, 3}, refConfig{cumulative: true}},
-		{"cumulative-after-momentum-option", tensor.Shape{4, 3, 3}, refConfig{cumulative: true, momentum: 0.5, setMom: true}},
 		{"ghost-ema", tensor.Shape{7, 3, 2}, refConfig{ghost: 3}},
 		{"ghost-cumulative", tensor.Shape{7, 3, 2}, refConfig{ghost: 2, cumulative: true}},
 	}
@@ -1015,7 +1044,8 @@ func TestOutputReuse(t *testing.T) {
 }
 
 // TestTrainsWithSolvers trains x → Mul → BN → ReLU → Mul → BN → MSE vs
-// targets with Gorgonia's solvers: the loss must drop.
+// targets with Gorgonia's solvers: the loss must drop. O = 1 makes the
+// second layer one channel wide (C = 1 used to panic in the machine).
 func TestTrainsWithSolvers(t *testing.T) {
 	solvers := map[string]func() gorgonia.Solver{
 		"vanilla": func() gorgonia.Solver { return gorgonia.NewVanillaSolver(gorgonia.WithLearnRate(0.1)) },
@@ -1023,66 +1053,68 @@ func TestTrainsWithSolvers(t *testing.T) {
 	}
 	for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
 		for name, mk := range solvers {
-			t.Run(fmt.Sprintf("%s/%v", name, dt), func(t *testing.T) {
-				r := rand.New(rand.NewSource(6))
-				const N, D, H, O = 32, 5, 8, 3
-				g := gorgonia.NewGraph()
-				mat := func(name string, rows, cols int, v []float64) *gorgonia.Node {
-					return gorgonia.NewMatrix(g, dt, gorgonia.WithShape(rows, cols), gorgonia.WithName(name), gorgonia.WithValue(tensorOf(dt, tensor.Shape{rows, cols}, v)))
-				}
-				xv := randn(r, N*D, 0, 1)
-				// targets: a fixed nonlinear function of x, with per-output offsets and scales
-				tv := make([]float64, N*O)
-				for n := range N {
-					for o := range O {
-						tv[n*O+o] = float64(o) + (1+float64(o))*math.Tanh(xv[n*D+o]+0.5*xv[n*D+o+1])
+			for _, O := range []int{3, 1} {
+				t.Run(fmt.Sprintf("%s/%v/O=%d", name, dt, O), func(t *testing.T) {
+					r := rand.New(rand.NewSource(6))
+					const N, D, H = 32, 5, 8
+					g := gorgonia.NewGraph()
+					mat := func(name string, rows, cols int, v []float64) *gorgonia.Node {
+						return gorgonia.NewMatrix(g, dt, gorgonia.WithShape(rows, cols), gorgonia.WithName(name), gorgonia.WithValue(tensorOf(dt, tensor.Shape{rows, cols}, v)))
 					}
-				}
-				x, tg := mat("x", N, D, xv), mat("t", N, O, tv)
-				w1, w2 := mat("w1", D, H, randn(r, D*H, 0, 0.5)), mat("w2", H, O, randn(r, H*O, 0, 0.5))
-				bn1, err := New(g, H, dt, WithName("bn1"))
-				must(t, err)
-				bn2, err := New(g, O, dt, WithName("bn2"))
-				must(t, err)
-				h, err := bn1.Apply(gorgonia.Must(gorgonia.Mul(x, w1)))
-				must(t, err)
-				out, err := bn2.Apply(gorgonia.Must(gorgonia.Mul(gorgonia.Must(gorgonia.Rectify(h)), w2)))
-				must(t, err)
-				loss := gorgonia.Must(gorgonia.Mean(gorgonia.Must(gorgonia.Square(gorgonia.Must(gorgonia.Sub(out, tg))))))
-				params := gorgonia.Nodes{w1, w2}
-				params = append(params, bn1.Learnables()...)
-				params = append(params, bn2.Learnables()...)
-				_, err = gorgonia.Grad(loss, params...)
-				must(t, err)
-				vm := gorgonia.NewTapeMachine(g, gorgonia.BindDualValues(params...))
-				defer vm.Close()
-				s := mk()
-				var first, last float64
-				for step := range 60 {
-					vm.Reset()
-					must(t, vm.RunAll())
-					last = valuesOf(t, loss.Value())[0]
-					if step == 0 {
-						first = last
+					xv := randn(r, N*D, 0, 1)
+					// targets: a fixed nonlinear function of x, with per-output offsets and scales
+					tv := make([]float64, N*O)
+					for n := range N {
+						for o := range O {
+							tv[n*O+o] = float64(o) + (1+float64(o))*math.Tanh(xv[n*D+o]+0.5*xv[n*D+o+1])
+						}
 					}
-					must(t, s.Step(gorgonia.NodesToValueGrads(params)))
-				}
-				t.Logf("loss %.4g → %.4g", first, last)
-				if !(last < 0.5*first) {
-					t.Errorf("loss %v → %v: did not drop by half", first, last)
-				}
-				if bn1.NumBatchesTracked() != 60 || bn2.NumBatchesTracked() != 60 {
-					t.Errorf("batches tracked %d, %d", bn1.NumBatchesTracked(), bn2.NumBatchesTracked())
-				}
-				gv := valuesOf(t, bn2.Gamma().Value())
-				moved := false
-				for _, v := range gv {
-					moved = moved || v != 1
-				}
-				if !moved {
-					t.Error("the solver did not update γ of the second layer")
-				}
-			})
+					x, tg := mat("x", N, D, xv), mat("t", N, O, tv)
+					w1, w2 := mat("w1", D, H, randn(r, D*H, 0, 0.5)), mat("w2", H, O, randn(r, H*O, 0, 0.5))
+					bn1, err := New(g, H, dt, WithName("bn1"))
+					must(t, err)
+					bn2, err := New(g, O, dt, WithName("bn2"))
+					must(t, err)
+					h, err := bn1.Apply(gorgonia.Must(gorgonia.Mul(x, w1)))
+					must(t, err)
+					out, err := bn2.Apply(gorgonia.Must(gorgonia.Mul(gorgonia.Must(gorgonia.Rectify(h)), w2)))
+					must(t, err)
+					loss := gorgonia.Must(gorgonia.Mean(gorgonia.Must(gorgonia.Square(gorgonia.Must(gorgonia.Sub(out, tg))))))
+					params := gorgonia.Nodes{w1, w2}
+					params = append(params, bn1.Learnables()...)
+					params = append(params, bn2.Learnables()...)
+					_, err = gorgonia.Grad(loss, params...)
+					must(t, err)
+					vm := gorgonia.NewTapeMachine(g, gorgonia.BindDualValues(params...))
+					defer vm.Close()
+					s := mk()
+					var first, last float64
+					for step := range 60 {
+						vm.Reset()
+						must(t, vm.RunAll())
+						last = valuesOf(t, loss.Value())[0]
+						if step == 0 {
+							first = last
+						}
+						must(t, s.Step(gorgonia.NodesToValueGrads(params)))
+					}
+					t.Logf("loss %.4g → %.4g", first, last)
+					if !(last < 0.5*first) {
+						t.Errorf("loss %v → %v: did not drop by half", first, last)
+					}
+					if bn1.NumBatchesTracked() != 60 || bn2.NumBatchesTracked() != 60 {
+						t.Errorf("batches tracked %d, %d", bn1.NumBatchesTracked(), bn2.NumBatchesTracked())
+					}
+					gv := valuesOf(t, bn2.Gamma().Value())
+					moved := false
+					for _, v := range gv {
+						moved = moved || v != 1
+					}
+					if !moved {
+						t.Error("the solver did not update γ of the second layer")
+					}
+				})
+			}
 		}
 	}
 }
@@ -1476,6 +1508,8 @@ func FuzzBatchNorm(f *testing.F) {
 	f.Add(uint8(3), uint32(0x7fff), uint8(0xf4), uint8(3), false, int64(5), 1e4)  // rank 5, cumulative, eps
 	f.Add(uint8(3), uint32(0x0), uint8(0x80), uint8(0), true, int64(6), 0.0)      // rank 5 all ones
 	f.Add(uint8(1), uint32(0x9), uint8(0x08), uint8(0), false, int64(7), -2.0)    // ghost with a last group of 1
+	f.Add(uint8(0), uint32(0x3), uint8(0), uint8(0), true, int64(8), 1.0)         // (4,1) train, C = 1
+	f.Add(uint8(2), uint32(0x1c1), uint8(0x10), uint8(3), false, int64(9), 5.0)   // (2,1,4,1) frozen, C = 1
 	f.Fuzz(func(t *testing.T, rank uint8, dims uint32, flags uint8, mode uint8, f32 bool, seed int64, scale float64) {
 		R := 2 + int(rank%4)
 		shape := make(tensor.Shape, R)
@@ -1497,12 +1531,20 @@ func FuzzBatchNorm(f *testing.F) {
 		if f32 {
 			dt = tensor.Float32
 		}
+		if cfg.cumulative && cfg.setMom { // contradictory options
+			if _, err := New(gorgonia.NewGraph(), shape[1], dt, cfg.options()...); !errors.Is(err, ErrOption) {
+				t.Fatalf("New(%+v) = %v, want ErrOption", cfg, err)
+			}
+			cfg.setMom = false
+		}
 		if math.IsNaN(scale) || math.IsInf(scale, 0) || math.Abs(scale) > 1e6 {
 			scale = 1
 		}
 		r := rand.New(rand.NewSource(seed))
 		xs := randn(r, shape.TotalSize(), scale, scale)
-		e := newEnv(t, dt, shape, cfg, m, tapeGrad, xs, randn(r, len(xs), 0, 1))
+		// BindDualValues, as for a solver: dγ and dβ must be tensors of γ's
+		// shape for every C (C = 1 used to panic inside the machine).
+		e := newEnv(t, dt, shape, cfg, m, tapeDual, xs, randn(r, len(xs), 0, 1))
 		N, _, S := shapeNCS(shape)
 		for run := range 2 {
 			if run == 1 {
