@@ -5,9 +5,14 @@ package mpi_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/gorgonia-bn/bn/collective"
+	"github.com/gorgonia-bn/bn/collective/mpi"
 )
 
 // The benchmarks must run the same number of iterations on every rank:
@@ -79,6 +84,109 @@ func BenchmarkBarrier(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if err := w.Barrier(ctx); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkHeader measures what the header check costs: an all-gather of
+// a SyncBN forward payload (7 + 3·C float64 values per rank) through
+// AllGather with the data carried in the header exchange (fused, the
+// default), through AllGather with a separate 64-byte header exchange
+// before the data (separate), and through the bare MPI_Iallgather of the
+// same data (raw: no header, no checks).
+//
+//	mpirun -np 2 ./mpi.test -test.run '^$' -test.bench Header -test.benchtime 2000x
+func BenchmarkHeader(b *testing.B) {
+	for _, ch := range []int{64, 1024} {
+		n := 7 + 3*ch
+		for _, mode := range []string{"fused", "separate", "raw"} {
+			b.Run(fmt.Sprintf("C=%d/%s", ch, mode), func(b *testing.B) {
+				mpi.SetSeparateHeader(mode == "separate")
+				defer mpi.SetSeparateHeader(false)
+				w := world(b)
+				sameN(b, w)
+				ctx := context.Background()
+				send, recv := make([]float64, n), make([]float64, n*w.Size())
+				for i := range send {
+					send[i] = float64(w.Rank() + i%7)
+				}
+				if err := w.Barrier(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.SetBytes(int64(8 * n))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					var err error
+					if mode == "raw" {
+						err = mpi.RawAllGather(ctx, w, send, recv)
+					} else {
+						err = w.AllGather(ctx, collective.Float64s(send), collective.Float64s(recv), nil)
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				if recv[n*(w.Size()-1)] != float64(w.Size()-1) {
+					b.Fatalf("recv[%d] = %v, want %d", n*(w.Size()-1), recv[n*(w.Size()-1)], w.Size()-1)
+				}
+			})
+		}
+	}
+}
+
+// TestHeaderPaired is BenchmarkHeader made robust to a shared, drifting
+// machine: it alternates blocks of 200 fused, 200 separate and 200 raw
+// all-gathers (the order rotated every block) and prints one benchmark
+// line per block, for benchstat. It runs only with COLLECTIVE_MPI_HEADER_BLOCKS=N (blocks
+// per mode and C).
+//
+//	COLLECTIVE_MPI_HEADER_BLOCKS=30 mpirun -np 2 ./mpi.test -test.run HeaderPaired -test.v
+func TestHeaderPaired(t *testing.T) {
+	blocks, _ := strconv.Atoi(os.Getenv("COLLECTIVE_MPI_HEADER_BLOCKS"))
+	if blocks <= 0 {
+		t.Skip("set COLLECTIVE_MPI_HEADER_BLOCKS")
+	}
+	const calls = 200
+	w := world(t)
+	ctx := context.Background()
+	for _, ch := range []int{64, 1024} {
+		n := 7 + 3*ch
+		send, recv := make([]float64, n), make([]float64, n*w.Size())
+		modes := []string{"fused", "separate", "raw"}
+		run := func(mode string) time.Duration {
+			mpi.SetSeparateHeader(mode == "separate")
+			defer mpi.SetSeparateHeader(false)
+			if err := w.Barrier(ctx); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			for i := 0; i < calls; i++ {
+				var err error
+				if mode == "raw" {
+					err = mpi.RawAllGather(ctx, w, send, recv)
+				} else {
+					err = w.AllGather(ctx, collective.Float64s(send), collective.Float64s(recv), nil)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			return time.Since(start)
+		}
+		for _, m := range modes { // warm up
+			run(m)
+		}
+		for blk := 0; blk < blocks; blk++ {
+			var d [3]time.Duration
+			for i := range modes {
+				m := (blk + i) % len(modes)
+				d[m] = run(modes[m])
+			}
+			for m, name := range modes {
+				fmt.Printf("BenchmarkHeaderPaired/C=%d/%s-%d\t%d\t%d ns/op\n", ch, name, runtime.GOMAXPROCS(0), calls, d[m].Nanoseconds()/calls)
+			}
 		}
 	}
 }

@@ -18,13 +18,34 @@ struct bn_comm {
 	MPI_Request req;
 	MPI_Request ctrlreq;
 	pthread_mutex_t ctrlmu; // MPI_Test on ctrlreq from several threads
+	int dead;               // ctrlreq was cancelled: no control messages any more
 	int nchain;
 	bn_comm *chain[BN_MAX_CHAIN];
+	MPI_Request *sendreq; // size requests: the control message to each rank
 	char ctrlbuf[BN_CTRL_MAX];
 	char sendbuf[BN_CTRL_MAX];
 };
 
 static MPI_Op bn_ops[4];
+
+// Counters of what the helpers allocate and free, for the tests
+// (bn_counters): live bn_comm structs, MPI communicator handles created
+// (MPI_Comm_dup, MPI_Comm_split, MPI_Comm_split_type) and freed.
+static long bn_nstructs, bn_ncreated, bn_nfreed;
+
+static void bn_count(long *n, long d) { __atomic_add_fetch(n, d, __ATOMIC_SEQ_CST); }
+
+void bn_counters(long *structs, long *created, long *freed) {
+	*structs = __atomic_load_n(&bn_nstructs, __ATOMIC_SEQ_CST);
+	*created = __atomic_load_n(&bn_ncreated, __ATOMIC_SEQ_CST);
+	*freed = __atomic_load_n(&bn_nfreed, __ATOMIC_SEQ_CST);
+}
+
+static void bn_comm_free(MPI_Comm *c) {
+	if (*c == MPI_COMM_NULL) return;
+	if (MPI_Comm_free(c) == MPI_SUCCESS) bn_count(&bn_nfreed, 1);
+	*c = MPI_COMM_NULL;
+}
 
 static MPI_Datatype bn_type(int dt) {
 	switch (dt) {
@@ -71,6 +92,10 @@ static void bn_op_sum(void *in, void *io, int *len, MPI_Datatype *dt) { bn_apply
 static void bn_op_max(void *in, void *io, int *len, MPI_Datatype *dt) { bn_apply(in, io, len, dt, BN_MAX); }
 static void bn_op_min(void *in, void *io, int *len, MPI_Datatype *dt) { bn_apply(in, io, len, dt, BN_MIN); }
 
+// bn_init initializes MPI unless it already is (*already = 1), and
+// creates the reduction ops. It leaves MPI_COMM_WORLD's error handler as it
+// is (the application's, or MPI's default): the helpers set
+// MPI_ERRORS_RETURN on their own communicators only.
 int bn_init(int *provided, int *already) {
 	int rc, flag = 0;
 	MPI_Initialized(&flag);
@@ -80,22 +105,36 @@ int bn_init(int *provided, int *already) {
 	} else {
 		rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, provided);
 	}
-	if (rc != MPI_SUCCESS) return rc;
-	MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+	return rc;
+}
+
+int bn_create_ops(void) {
+	int rc;
 	if ((rc = MPI_Op_create(bn_op_sum, 0, &bn_ops[BN_SUM])) != MPI_SUCCESS) return rc;
 	if ((rc = MPI_Op_create(bn_op_max, 0, &bn_ops[BN_MAX])) != MPI_SUCCESS) return rc;
 	if ((rc = MPI_Op_create(bn_op_min, 0, &bn_ops[BN_MIN])) != MPI_SUCCESS) return rc;
 	return MPI_SUCCESS;
 }
 
+// bn_free_ops frees the ops bn_create_ops made. Operations still pending
+// with them (an abandoned MPI_Ireduce) complete normally (MPI_Op_free).
+void bn_free_ops(void) {
+	int i;
+	for (i = BN_SUM; i <= BN_MIN; i++) {
+		if (bn_ops[i] != MPI_OP_NULL && bn_ops[i] != 0) MPI_Op_free(&bn_ops[i]);
+		bn_ops[i] = MPI_OP_NULL;
+	}
+}
+
 int bn_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
 
-int bn_local_size(int *n) {
+int bn_local_size(bn_comm *c, int *n) {
 	MPI_Comm node;
-	int rc = MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+	int rc = MPI_Comm_split_type(c->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
 	if (rc != MPI_SUCCESS) return rc;
+	bn_count(&bn_ncreated, 1);
 	MPI_Comm_size(node, n);
-	MPI_Comm_free(&node);
+	bn_comm_free(&node);
 	return MPI_SUCCESS;
 }
 
@@ -116,27 +155,79 @@ static int bn_post_ctrl(bn_comm *c) {
 	return MPI_Irecv(c->ctrlbuf, BN_CTRL_MAX, MPI_BYTE, MPI_ANY_SOURCE, BN_CTRL_TAG, c->ctrl, &c->ctrlreq);
 }
 
+// bn_destroy frees c and its communicators. Its control receive must be
+// complete or cancelled, and no other request may be pending on c.
+static void bn_destroy(bn_comm *c) {
+	bn_comm_free(&c->comm);
+	bn_comm_free(&c->ctrl);
+	pthread_mutex_destroy(&c->ctrlmu);
+	free(c->sendreq);
+	free(c);
+	bn_count(&bn_nstructs, -1);
+}
+
 static int bn_wrap(MPI_Comm base, bn_comm **out) {
-	int rc;
+	int rc, i;
 	bn_comm *c = calloc(1, sizeof *c);
 	if (!c) return MPI_ERR_NO_MEM;
+	bn_count(&bn_nstructs, 1);
+	c->comm = MPI_COMM_NULL;
+	c->ctrl = MPI_COMM_NULL;
 	c->req = MPI_REQUEST_NULL;
 	c->ctrlreq = MPI_REQUEST_NULL;
 	pthread_mutex_init(&c->ctrlmu, NULL);
+	// The duplicate of MPI_COMM_WORLD inherits its error handler (the
+	// application's): errors in this MPI_Comm_dup are reported that way.
 	if ((rc = MPI_Comm_dup(base, &c->comm)) != MPI_SUCCESS) goto fail;
+	bn_count(&bn_ncreated, 1);
 	MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
-	if ((rc = MPI_Comm_dup(base, &c->ctrl)) != MPI_SUCCESS) goto fail;
+	if ((rc = MPI_Comm_dup(c->comm, &c->ctrl)) != MPI_SUCCESS) goto fail;
+	bn_count(&bn_ncreated, 1);
 	MPI_Comm_set_errhandler(c->ctrl, MPI_ERRORS_RETURN);
 	MPI_Comm_rank(c->comm, &c->rank);
 	MPI_Comm_size(c->comm, &c->size);
+	if (!(c->sendreq = malloc(c->size * sizeof *c->sendreq))) {
+		rc = MPI_ERR_NO_MEM;
+		goto fail;
+	}
+	for (i = 0; i < c->size; i++) c->sendreq[i] = MPI_REQUEST_NULL;
 	if ((rc = bn_post_ctrl(c)) != MPI_SUCCESS) goto fail;
 	c->nchain = 1;
 	c->chain[0] = c;
 	*out = c;
 	return MPI_SUCCESS;
 fail:
-	free(c);
+	bn_destroy(c);
 	return rc;
+}
+
+// bn_cancel_ctrl cancels c's control receive (MPI_Cancel of a receive is
+// local): afterwards no control message is taken on c.
+void bn_cancel_ctrl(bn_comm *c) {
+	pthread_mutex_lock(&c->ctrlmu);
+	if (c->ctrlreq != MPI_REQUEST_NULL) {
+		MPI_Cancel(&c->ctrlreq);
+		MPI_Wait(&c->ctrlreq, MPI_STATUS_IGNORE);
+	}
+	c->dead = 1;
+	pthread_mutex_unlock(&c->ctrlmu);
+}
+
+int bn_release(bn_comm *c) {
+	int flag = 0;
+	if (c->req != MPI_REQUEST_NULL) {
+		if (MPI_Test(&c->req, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS || !flag) return 0;
+	}
+	flag = 0;
+	if (MPI_Testall(c->size, c->sendreq, &flag, MPI_STATUSES_IGNORE) != MPI_SUCCESS || !flag) return 0;
+	bn_cancel_ctrl(c);
+	bn_destroy(c);
+	return 1;
+}
+
+void bn_drop(bn_comm *c) {
+	bn_cancel_ctrl(c);
+	bn_destroy(c);
 }
 
 int bn_world(bn_comm **out) { return bn_wrap(MPI_COMM_WORLD, out); }
@@ -147,9 +238,10 @@ int bn_split(bn_comm *c, int color, int key, bn_comm **out) {
 	*out = NULL;
 	if (rc != MPI_SUCCESS) return rc;
 	if (nc == MPI_COMM_NULL) return MPI_SUCCESS;
+	bn_count(&bn_ncreated, 1);
 	MPI_Comm_set_errhandler(nc, MPI_ERRORS_RETURN);
 	rc = bn_wrap(nc, out);
-	MPI_Comm_free(&nc); // the wrapper holds duplicates
+	bn_comm_free(&nc); // the wrapper holds duplicates
 	return rc;
 }
 
@@ -210,7 +302,9 @@ int bn_check_ctrl(bn_comm *c) {
 		bn_comm *a = c->chain[i];
 		flag = 0;
 		pthread_mutex_lock(&a->ctrlmu);
-		if (a->ctrlreq == MPI_REQUEST_NULL) {
+		if (a->dead) {
+			flag = 0;
+		} else if (a->ctrlreq == MPI_REQUEST_NULL) {
 			flag = 1; // arrived earlier, not yet taken
 		} else {
 			rc = MPI_Test(&a->ctrlreq, &flag, MPI_STATUS_IGNORE);
@@ -237,7 +331,9 @@ int bn_ctrl_take(bn_comm *c, void *msg, int *ok) {
 	int rc = MPI_SUCCESS, flag = 1;
 	*ok = 0;
 	pthread_mutex_lock(&c->ctrlmu);
-	if (c->ctrlreq != MPI_REQUEST_NULL) {
+	if (c->dead) {
+		flag = 0;
+	} else if (c->ctrlreq != MPI_REQUEST_NULL) {
 		rc = MPI_Test(&c->ctrlreq, &flag, MPI_STATUS_IGNORE);
 	}
 	if (rc == MPI_SUCCESS && flag) {
@@ -249,15 +345,39 @@ int bn_ctrl_take(bn_comm *c, void *msg, int *ok) {
 	return rc;
 }
 
+// The requests are kept (not MPI_Request_free'd) so that bn_release knows
+// when sendbuf is no longer MPI's. The Go side calls bn_notify at most
+// once per communicator; a second call would lose the first requests.
 int bn_notify(bn_comm *c, const void *msg, int len) {
 	int r, rc;
-	MPI_Request req;
 	if (len > BN_CTRL_MAX) len = BN_CTRL_MAX;
 	memcpy(c->sendbuf, msg, len);
 	for (r = 0; r < c->size; r++) {
 		if (r == c->rank) continue;
-		if ((rc = MPI_Isend(c->sendbuf, len, MPI_BYTE, r, BN_CTRL_TAG, c->ctrl, &req)) != MPI_SUCCESS) return rc;
-		MPI_Request_free(&req);
+		if (c->sendreq[r] != MPI_REQUEST_NULL) MPI_Request_free(&c->sendreq[r]);
+		if ((rc = MPI_Isend(c->sendbuf, len, MPI_BYTE, r, BN_CTRL_TAG, c->ctrl, &c->sendreq[r])) != MPI_SUCCESS) return rc;
 	}
 	return MPI_SUCCESS;
+}
+
+// ---- for the tests ----
+
+int bn_world_errhandler_is_fatal(void) {
+	MPI_Errhandler eh;
+	if (MPI_Comm_get_errhandler(MPI_COMM_WORLD, &eh) != MPI_SUCCESS) return -1;
+	return eh == MPI_ERRORS_ARE_FATAL;
+}
+
+int bn_errhandler_returns(bn_comm *c) {
+	MPI_Errhandler a, b;
+	if (MPI_Comm_get_errhandler(c->comm, &a) != MPI_SUCCESS) return -1;
+	if (MPI_Comm_get_errhandler(c->ctrl, &b) != MPI_SUCCESS) return -1;
+	return a == MPI_ERRORS_RETURN && b == MPI_ERRORS_RETURN;
+}
+
+int bn_app_init(int *provided) { return MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, provided); }
+
+void bn_state(int *initialized, int *finalized) {
+	MPI_Initialized(initialized);
+	MPI_Finalized(finalized);
 }

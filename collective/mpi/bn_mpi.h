@@ -16,14 +16,19 @@ enum { BN_CTRL_MAX = 512, BN_MAX_CHAIN = 8 };
 // receive is always posted.
 typedef struct bn_comm bn_comm;
 
+// bn_init initializes MPI (MPI_THREAD_MULTIPLE) unless it already is
+// (*already = 1); it does not touch MPI_COMM_WORLD's error handler.
 int bn_init(int *provided, int *already);
+// bn_create_ops creates the reduction ops; bn_free_ops frees them.
+int bn_create_ops(void);
+void bn_free_ops(void);
 int bn_finalize(void);
 void bn_abort(int code);
 void bn_error_string(int code, char *buf, int cap);
 int bn_thread_multiple(void);
 // bn_local_size sets *n to the number of ranks on this node (collective
-// over MPI_COMM_WORLD).
-int bn_local_size(int *n);
+// over c).
+int bn_local_size(bn_comm *c, int *n);
 
 // bn_world makes the wrapper of a duplicate of MPI_COMM_WORLD.
 int bn_world(bn_comm **out);
@@ -60,5 +65,27 @@ int bn_ctrl_take(bn_comm *c, void *msg, int *ok);
 int bn_notify(bn_comm *c, const void *msg, int len);
 // bn_active reports whether c's current request is still pending.
 int bn_active(bn_comm *c);
+
+// bn_release frees c (the struct and its two communicators, with
+// MPI_Comm_free) and returns 1, unless a request of c is still pending
+// (its collective request, or a control message it sent): then it returns
+// 0 and frees nothing. The caller must know that no more messages will
+// arrive on c (see release in comm.go).
+int bn_release(bn_comm *c);
+// bn_drop frees c, on which nothing was ever sent (a failed Init).
+void bn_drop(bn_comm *c);
+// bn_cancel_ctrl cancels c's control receive, for good.
+void bn_cancel_ctrl(bn_comm *c);
+// bn_counters reports the live bn_comm structs and the MPI communicator
+// handles created and freed so far (for the tests).
+void bn_counters(long *structs, long *created, long *freed);
+
+// For the tests: MPI_COMM_WORLD's error handler is MPI_ERRORS_ARE_FATAL
+// (1, else 0, -1 on error); c's communicators return errors; an
+// application's own MPI_Init_thread; MPI_Initialized and MPI_Finalized.
+int bn_world_errhandler_is_fatal(void);
+int bn_errhandler_returns(bn_comm *c);
+int bn_app_init(int *provided);
+void bn_state(int *initialized, int *finalized);
 
 #endif

@@ -69,10 +69,35 @@ type comm struct {
 	busy atomic.Bool
 	seq  uint64        // calls started (owned by the calling goroutine)
 	done atomic.Uint64 // calls completed
+	// pending: a request of c was left posted in MPI (abandon). Its buffers
+	// (the C memory below, pinned Go memory) are then never freed.
+	pending atomic.Bool
+
+	// Release of the MPI communicators and C memory (see Close, reap).
+	// Guarded by mu:
+	heard      []bool // a control message arrived from rank r (at most one each)
+	nheard     int
+	unclean    bool   // a message other than a clean gone, or gones that disagree
+	peerSeq    uint64 // the seq of the first clean gone ...
+	peerSeqSet bool   // ... received
+	// Guarded by reaper's mutex:
+	refs     int  // open sub-groups whose chain holds c (they poll c's control receive)
+	released bool // bn_release freed c.h
 
 	pin     *runtime.Pinner
-	hdrSend unsafe.Pointer    // C: proto.Words int64
-	hdrRecv unsafe.Pointer    // C: size × proto.Words int64
+	hdrSend unsafe.Pointer // C: one slot (header + slotCap bytes)
+	hdrRecv unsafe.Pointer // C: size slots
+	// The header exchange carries the data of small calls (see nextSlot):
+	// slot is the payload room per rank of the next exchange, the same on
+	// every rank; recent holds the payloads of the last calls it is
+	// computed from; fused reports that the current call's data came with
+	// its header.
+	slot    int
+	curSlot int // the current call's slot
+	slotCap int
+	recent  [slotHistory]int
+	nrecent int
+	fused   bool
 	ints    unsafe.Pointer    // C: 4 × size int (counts and displacements)
 	cnt64   unsafe.Pointer    // C: 2 × size int64 sent, 2 × size × size received
 	stage   [2]unsafe.Pointer // C: staging buffers of small calls
@@ -96,6 +121,20 @@ var registry struct {
 	comms map[*comm]struct{}
 }
 
+// reaper holds the closed communicators that are not (yet) released.
+var reaper struct {
+	sync.Mutex
+	// closing: closed cleanly by this rank; released (MPI_Comm_free, C
+	// memory freed) once every other member has closed cleanly too.
+	closing []*comm
+	// leaked: closed after a failure of the group (or with a call under
+	// way, or with a member that left uncleanly): never freed, see Close.
+	leaked []*comm
+}
+
+// cAllocs counts the live C allocations of cmalloc (for the tests).
+var cAllocs atomic.Int64
+
 func newComm(h *C.bn_comm, parent *comm) *comm {
 	c := &comm{
 		h:      h,
@@ -117,12 +156,18 @@ func newComm(h *C.bn_comm, parent *comm) *comm {
 		c.chain = c.chain[:C.BN_MAX_CHAIN]
 	}
 	n := c.size
-	c.hdrSend = cmalloc(proto.Words * 8)
-	c.hdrRecv = cmalloc(n * proto.Words * 8)
+	c.hdrSend = cmalloc(hdrBytes)
+	c.hdrRecv = cmalloc(n * hdrBytes)
 	c.ints = cmalloc(4 * n * C.sizeof_int)
 	c.dummy = cmalloc(16)
 	c.hdrs = make([]proto.Header, n)
 	c.details = make([]string, n)
+	c.heard = make([]bool, n)
+	reaper.Lock()
+	for _, a := range c.chain[1:] {
+		a.refs++
+	}
+	reaper.Unlock()
 	registry.Lock()
 	if registry.comms == nil {
 		registry.comms = map[*comm]struct{}{}
@@ -137,7 +182,32 @@ func cmalloc(n int) unsafe.Pointer {
 	if p == nil {
 		panic("mpi: out of C memory")
 	}
+	cAllocs.Add(1)
 	return p
+}
+
+func cfree(p *unsafe.Pointer) {
+	if *p != nil {
+		C.free(*p)
+		cAllocs.Add(-1)
+		*p = nil
+	}
+}
+
+// freeBuffers frees c's C buffers (headers, counts, staging). Only when no
+// request of c is posted and no call can start that uses them (c is
+// closed and not busy).
+func (c *comm) freeBuffers() {
+	cfree(&c.hdrSend)
+	cfree(&c.hdrRecv)
+	c.slotCap = 0
+	cfree(&c.ints)
+	cfree(&c.cnt64)
+	cfree(&c.dummy)
+	for i := range c.stage {
+		cfree(&c.stage[i])
+		c.stCap[i] = 0
+	}
 }
 
 // Rank returns the rank of the caller in the group.
@@ -192,6 +262,7 @@ const (
 	flagDeadline = 1
 	flagCanceled = 2
 	flagMismatch = 4
+	flagUnclean  = 8 // gone: the sender closed with a call under way
 
 	ctrlHeader = 16
 )
@@ -275,22 +346,55 @@ func (c *comm) send(m *ctrlMsg) {
 	unlive()
 }
 
-// takeCtrl handles a control message that arrived on c.
-func (c *comm) takeCtrl() {
+// takeCtrl handles a control message that arrived on c, if any, and
+// reports whether there was one.
+func (c *comm) takeCtrl() bool { return c.takeCtrlGuarded(true) }
+
+// takeCtrlGuarded is takeCtrl; guard false: the caller keeps MPI alive
+// (releaseAll).
+func (c *comm) takeCtrlGuarded(guard bool) bool {
 	var buf [C.BN_CTRL_MAX]byte
 	var ok C.int
-	if !live() {
-		return
+	if guard && !live() {
+		return false
 	}
 	rc := C.bn_ctrl_take(c.h, unsafe.Pointer(&buf[0]), &ok)
-	unlive()
+	if guard {
+		unlive()
+	}
 	if rc != 0 {
+		c.mu.Lock()
+		c.unclean = true
+		c.mu.Unlock()
 		c.abort(fmt.Errorf("%w: %w", collective.ErrAborted, newMPIError("MPI_Irecv", rc)), nil)
-		return
+		return false
+	}
+	if ok == 0 {
+		return false
 	}
 	var m ctrlMsg
-	if ok == 0 || !m.decode(buf[:]) {
-		return
+	valid := m.decode(buf[:])
+	// Every member sends at most one control message on a communicator:
+	// count them, for release.
+	c.mu.Lock()
+	switch {
+	case !valid || m.sender < 0 || m.sender >= c.size || m.sender == c.rank || c.heard[m.sender]:
+		c.unclean = true
+	default:
+		c.heard[m.sender] = true
+		c.nheard++
+		switch {
+		case m.typ != msgGone || m.flags&flagUnclean != 0:
+			c.unclean = true
+		case !c.peerSeqSet:
+			c.peerSeq, c.peerSeqSet = m.seq, true
+		case m.seq != c.peerSeq:
+			c.unclean = true
+		}
+	}
+	c.mu.Unlock()
+	if !valid {
+		return true
 	}
 	switch m.typ {
 	case msgAbort:
@@ -302,6 +406,7 @@ func (c *comm) takeCtrl() {
 		}
 		c.mu.Unlock()
 	}
+	return true
 }
 
 // abort fails c and its descendants with err. With m, it also sends m to
@@ -370,8 +475,9 @@ func (c *comm) mpiFail(k proto.Kind, fn string, rc C.int) error {
 }
 
 // abandon gives up c's current request, if any: MPI keeps it posted, so
-// its buffers stay pinned for good.
+// its buffers stay pinned (Go memory) or allocated (C memory) for good.
 func (c *comm) abandon() {
+	c.pending.Store(true)
 	if c.pin == nil {
 		return
 	}
@@ -438,10 +544,87 @@ func (c *comm) wait(ctx context.Context, k proto.Kind) error {
 	}
 }
 
+// Fused exchanges. Every call starts with an MPI_Iallgather of one slot
+// per rank: the 64-byte header and slot bytes of payload room. The slot
+// size is a function of the calls the ranks agreed on so far (the largest
+// payload of the last slotHistory calls that have one, up to slotMax), so
+// it is the same on every rank and the exchange always matches in MPI,
+// whatever each rank called: a mismatch is still found from the headers,
+// on every rank. When the call's payload fits the slot (an all-gather's
+// contribution, a small all-reduce's input, a broadcast root's buffer), it
+// travels with the header and the call needs no second exchange; in a
+// loop of calls of the same sizes, that is every call after the first.
+const (
+	hdrBytes    = proto.Words * 8
+	slotMax     = 32 << 10
+	slotHistory = 4
+)
+
+// separateHeader turns the fused exchange off (a 64-byte header exchange,
+// then the data, as before it existed), for the benchmarks. Set it only
+// between calls, to the same value on every rank.
+var separateHeader bool
+
+// payload describes what a call can send in its header exchange: bytes
+// per rank (-1: nothing, the call is not fused), and src, this rank's data
+// (empty on a broadcast's non-root ranks).
+type payload struct {
+	src   collective.Buffer
+	bytes int
+}
+
+var noPayload = payload{bytes: -1}
+
+// agreedPayload returns the per-rank payload of the call the ranks agreed
+// on (hdrs), as every rank computes it, or -1 if the call has none.
+func (c *comm) agreedPayload() int {
+	h := &c.hdrs[0]
+	esz := collective.Dtype(h.Dtype).Size()
+	switch h.Kind {
+	case proto.AllGather:
+		n := 0
+		for r := range c.hdrs {
+			n = max(n, c.hdrs[r].Len)
+		}
+		return n * esz
+	case proto.AllReduce:
+		if h.Len*c.size*esz > gatherMax {
+			return 0
+		}
+		return h.Len * esz
+	case proto.Broadcast:
+		return h.Len * esz
+	}
+	return -1
+}
+
+// nextSlot records the agreed call's payload and sets the next slot.
+func (c *comm) nextSlot() {
+	p := c.agreedPayload()
+	if p < 0 {
+		return
+	}
+	if p > slotMax {
+		p = 0
+	}
+	c.recent[c.nrecent%slotHistory] = p
+	c.nrecent++
+	m := 0
+	for _, v := range c.recent {
+		m = max(m, v)
+	}
+	c.slot = (m + 63) &^ 63
+}
+
+// slotData returns the address of rank r's payload in the received slots.
+func (c *comm) slotData(r int) unsafe.Pointer {
+	return unsafe.Add(c.hdrRecv, r*(hdrBytes+c.curSlot)+hdrBytes)
+}
+
 // begin starts a call: it checks that c can run it, exchanges the headers
-// of all ranks and checks that they agree. On success the caller owns c
-// until it calls end.
-func (c *comm) begin(ctx context.Context, h *proto.Header, detail string) error {
+// of all ranks (with pl's data if it fits the slot: c.fused) and checks
+// that they agree. On success the caller owns c until it calls end.
+func (c *comm) begin(ctx context.Context, h *proto.Header, detail string, pl payload) error {
 	k := h.Kind
 	if !c.busy.CompareAndSwap(false, true) {
 		// The calls can no longer be matched between ranks.
@@ -449,14 +632,14 @@ func (c *comm) begin(ctx context.Context, h *proto.Header, detail string) error 
 		c.abort(err, &ctrlMsg{typ: msgAbort, flags: flagMismatch, sender: c.rank, reason: err.Error()})
 		return c.errorf(k, err)
 	}
-	if err := c.exchange(ctx, h, detail); err != nil {
+	if err := c.exchange(ctx, h, detail, pl); err != nil {
 		c.end()
 		return err
 	}
 	return nil
 }
 
-func (c *comm) exchange(ctx context.Context, h *proto.Header, detail string) error {
+func (c *comm) exchange(ctx context.Context, h *proto.Header, detail string, pl payload) error {
 	k := h.Kind
 	h.Seq = c.seq
 	c.seq++
@@ -482,11 +665,30 @@ func (c *comm) exchange(ctx context.Context, h *proto.Header, detail string) err
 			return err
 		}
 	}
-	h.Encode((*[proto.Words]int64)(c.hdrSend))
 	if !live() {
 		return c.errorf(k, errFinalized)
 	}
-	rc := C.bn_iallgather(c.h, c.hdrSend, proto.Words, c.hdrRecv, C.BN_I64)
+	// No request of c is posted here (a call given up fails c for good,
+	// and failure returned above), so the slots can be reallocated.
+	slot := c.slot
+	if separateHeader {
+		slot = 0
+	}
+	c.curSlot = slot
+	if slot > c.slotCap {
+		cfree(&c.hdrSend)
+		cfree(&c.hdrRecv)
+		c.hdrSend = cmalloc(hdrBytes + slot)
+		c.hdrRecv = cmalloc(c.size * (hdrBytes + slot))
+		c.slotCap = slot
+	}
+	h.Encode((*[proto.Words]int64)(c.hdrSend))
+	// The decision is the same on every rank whose header agrees.
+	c.fused = h.Fault == proto.OK && pl.bytes >= 0 && pl.bytes <= slot
+	if c.fused && pl.src.Len() > 0 {
+		toC(unsafe.Add(c.hdrSend, hdrBytes), pl.src)
+	}
+	rc := C.bn_iallgather(c.h, c.hdrSend, C.int((hdrBytes+slot)/8), c.hdrRecv, C.BN_I64)
 	unlive()
 	if rc != 0 {
 		return c.mpiFail(k, "MPI_Iallgather", rc)
@@ -494,10 +696,10 @@ func (c *comm) exchange(ctx context.Context, h *proto.Header, detail string) err
 	if err := c.wait(ctx, k); err != nil {
 		return err
 	}
-	words := unsafe.Slice((*[proto.Words]int64)(c.hdrRecv), c.size)
 	msg := ""
-	for r := range words {
-		if !c.hdrs[r].Decode(&words[r]) && msg == "" {
+	for r := 0; r < c.size; r++ {
+		w := (*[proto.Words]int64)(unsafe.Add(c.hdrRecv, r*(hdrBytes+slot)))
+		if !c.hdrs[r].Decode(w) && msg == "" {
 			msg = fmt.Sprintf("rank %d sent a malformed header", r)
 		}
 	}
@@ -518,6 +720,7 @@ func (c *comm) exchange(ctx context.Context, h *proto.Header, detail string) err
 		c.abort(err, nil)
 		return c.errorf(k, err)
 	}
+	c.nextSlot()
 	return nil
 }
 
@@ -648,6 +851,16 @@ func toC(p unsafe.Pointer, b collective.Buffer) {
 	}
 }
 
+// fromCAt copies n values of C memory at p to the host buffer b at off.
+func fromCAt(b collective.Buffer, off, n int, p unsafe.Pointer) {
+	switch b.Dtype() {
+	case collective.Float32:
+		copy(b.Float32s()[off:off+n], unsafe.Slice((*float32)(p), n))
+	case collective.Float64:
+		copy(b.Float64s()[off:off+n], unsafe.Slice((*float64)(p), n))
+	}
+}
+
 // fromC copies C memory at p to the host buffer b.
 func fromC(b collective.Buffer, p unsafe.Pointer) {
 	switch b.Dtype() {
@@ -685,12 +898,26 @@ func (c *comm) AllReduce(ctx context.Context, buf collective.Buffer, op collecti
 	if op < collective.Sum || op > collective.Min {
 		fault(&h, &detail, proto.BadOp, fmt.Sprintf("invalid reduce op %v", op))
 	}
-	if err := c.begin(ctx, &h, detail); err != nil {
+	pl := noPayload
+	if esz := buf.Dtype().Size(); h.Fault == proto.OK && buf.Len()*c.size*esz <= gatherMax {
+		pl = payload{src: buf, bytes: buf.Len() * esz}
+	}
+	if err := c.begin(ctx, &h, detail, pl); err != nil {
 		return err
 	}
 	defer c.end()
 	n, k := buf.Len(), h.Kind
 	if n == 0 || c.size == 1 {
+		c.complete()
+		return nil
+	}
+	if c.fused {
+		switch buf.Dtype() {
+		case collective.Float32:
+			foldSlots(c, kernel.Op(op), buf.Float32s())
+		case collective.Float64:
+			foldSlots(c, kernel.Op(op), buf.Float64s())
+		}
 		c.complete()
 		return nil
 	}
@@ -742,18 +969,49 @@ func foldGathered[T kernel.Float](op kernel.Op, dst, all []T) {
 	}
 }
 
+// foldSlots sets dst to the rank-order reduction of the ranks' payloads
+// in the received slots (as foldGathered).
+func foldSlots[T kernel.Float](c *comm, op kernel.Op, dst []T) {
+	n := len(dst)
+	copy(dst, unsafe.Slice((*T)(c.slotData(0)), n))
+	for r := 1; r < c.size; r++ {
+		kernel.Apply(op, dst, unsafe.Slice((*T)(c.slotData(r)), n))
+	}
+}
+
 // AllGather concatenates every rank's send into recv in rank order.
 func (c *comm) AllGather(ctx context.Context, send, recv collective.Buffer, counts []int) error {
 	h := proto.Header{Kind: proto.AllGather, Dtype: int(send.Dtype()), Len: send.Len(), RecvLen: recv.Len()}
 	var detail string
 	f, d := proto.CheckAllGather(&h, counts, c.rank, c.size)
 	pairFaults(&h, &detail, send, recv, f, d)
-	if err := c.begin(ctx, &h, detail); err != nil {
+	pl := noPayload
+	if h.Fault == proto.OK {
+		n := send.Len()
+		for _, m := range counts {
+			n = max(n, m)
+		}
+		pl = payload{src: send, bytes: n * send.Dtype().Size()}
+	}
+	if err := c.begin(ctx, &h, detail, pl); err != nil {
 		return err
 	}
 	defer c.end()
 	k := h.Kind
 	if recv.Len() == 0 {
+		c.complete()
+		return nil
+	}
+	if c.fused {
+		off := 0
+		for r := 0; r < c.size; r++ {
+			n := send.Len()
+			if counts != nil {
+				n = counts[r]
+			}
+			fromCAt(recv, off, n, c.slotData(r))
+			off += n
+		}
 		c.complete()
 		return nil
 	}
@@ -801,12 +1059,26 @@ func (c *comm) Broadcast(ctx context.Context, buf collective.Buffer, root int) e
 	fault(&h, &detail, f, d)
 	f, d = proto.CheckRoot(root, c.size)
 	fault(&h, &detail, f, d)
-	if err := c.begin(ctx, &h, detail); err != nil {
+	pl := noPayload
+	if h.Fault == proto.OK {
+		pl.bytes = bytesOf(buf)
+		if c.rank == root {
+			pl.src = buf
+		}
+	}
+	if err := c.begin(ctx, &h, detail, pl); err != nil {
 		return err
 	}
 	defer c.end()
 	k := h.Kind
 	if buf.Len() == 0 || c.size == 1 {
+		c.complete()
+		return nil
+	}
+	if c.fused {
+		if c.rank != root {
+			fromCAt(buf, 0, buf.Len(), c.slotData(root))
+		}
 		c.complete()
 		return nil
 	}
@@ -841,7 +1113,7 @@ func (c *comm) AllToAll(ctx context.Context, send collective.Buffer, sendCounts 
 	var detail string
 	f, d := proto.CheckAllToAll(&h, sendCounts, recvCounts, c.size)
 	pairFaults(&h, &detail, send, recv, f, d)
-	if err := c.begin(ctx, &h, detail); err != nil {
+	if err := c.begin(ctx, &h, detail, noPayload); err != nil {
 		return err
 	}
 	defer c.end()
@@ -912,7 +1184,7 @@ func (c *comm) AllToAll(ctx context.Context, send collective.Buffer, sendCounts 
 // the barrier).
 func (c *comm) Barrier(ctx context.Context) error {
 	h := proto.Header{Kind: proto.Barrier}
-	if err := c.begin(ctx, &h, ""); err != nil {
+	if err := c.begin(ctx, &h, "", noPayload); err != nil {
 		return err
 	}
 	c.complete()
@@ -925,16 +1197,17 @@ func (c *comm) Barrier(ctx context.Context) error {
 // MPI_Comm_split (and MPI_Comm_dup) cannot wait for a rank that never
 // comes.
 func (c *comm) Split(ctx context.Context, color, key int) (collective.Communicator, error) {
+	reap()
 	if color < 0 {
 		color = collective.Undefined
 	}
 	if color > math.MaxInt32 || key > math.MaxInt32 || key < math.MinInt32 {
 		// Keep the call collective: every rank learns of the fault.
 		h := proto.Header{Kind: proto.Split, Fault: proto.TooLarge}
-		return nil, c.begin(ctx, &h, fmt.Sprintf("color %d or key %d does not fit MPI's int", color, key))
+		return nil, c.begin(ctx, &h, fmt.Sprintf("color %d or key %d does not fit MPI's int", color, key), noPayload)
 	}
 	h := proto.Header{Kind: proto.Split, Root: color, Key: key}
-	if err := c.begin(ctx, &h, ""); err != nil {
+	if err := c.begin(ctx, &h, "", noPayload); err != nil {
 		return nil, err
 	}
 	defer c.end()
@@ -987,7 +1260,31 @@ func (c *comm) Abort(err error) {
 
 // Close leaves the group: the other members' collectives that this rank
 // did not take part in fail with ErrPeerGone, and this Communicator's with
-// ErrClosed.
+// ErrClosed. It never waits for the other members.
+//
+// Resources. Close frees this rank's C buffers of the communicator at
+// once, unless a call is under way (another goroutine's) or was given up
+// with its request still posted in MPI (a deadline, an abort): MPI may
+// still read and write those buffers, so they are kept until the process
+// exits. The MPI communicators (two MPI_Comm_dup's) and their C wrapper
+// are freed (MPI_Comm_free) only after an orderly close of the whole group:
+// this rank and every other member closed it with no failure and no call
+// pending, all after the same number of completed calls. Each member then
+// sends exactly one control message (gone), so once this rank has received
+// one from every other member, no more traffic can arrive on either
+// communicator, and a reused communicator id cannot receive a stray
+// message. Those messages arrive after Close returns: they are taken, and
+// the communicator released, by later calls of Close or Split on any
+// communicator of this process (so a Split/Close loop runs in bounded
+// memory). A parent is released only once its sub-groups are closed (they
+// watch its control messages). Where the group failed (Abort, a deadline,
+// a mismatch, an MPI error), a member left early or never closes, or a call
+// was under way, the handles are deliberately leaked rather than freed:
+// MPI_Comm_free is collective in the standard, a departed peer may still
+// have messages in flight, and a close must never wait for peers that may
+// be gone. MPI_Finalize reclaims them. (Open MPI and MPICH implement
+// MPI_Comm_free of an intra-communicator without communication, so
+// freeing on one rank before the others do never blocks.)
 func (c *comm) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -998,8 +1295,19 @@ func (c *comm) Close() error {
 	send := c.err == nil && !c.notified
 	c.notified = true
 	c.mu.Unlock()
+	// From here on, a call that starts fails before touching MPI or the
+	// buffers. One that started earlier (on another goroutine) is busy;
+	// one that was given up left pending set before it cleared busy.
+	pending := c.busy.Load() || c.pending.Load()
 	if send {
-		c.send(&ctrlMsg{typ: msgGone, sender: c.rank, seq: c.done.Load()})
+		m := &ctrlMsg{typ: msgGone, sender: c.rank, seq: c.done.Load()}
+		if pending {
+			m.flags = flagUnclean
+		}
+		c.send(m)
+	}
+	if !pending {
+		c.freeBuffers()
 	}
 	if p := c.parent; p != nil {
 		p.mu.Lock()
@@ -1009,7 +1317,65 @@ func (c *comm) Close() error {
 	registry.Lock()
 	delete(registry.comms, c)
 	registry.Unlock()
+	reaper.Lock()
+	if !pending {
+		// c no longer polls its ancestors' control receives.
+		for _, a := range c.chain[1:] {
+			a.refs--
+		}
+	}
+	if send && !pending {
+		reaper.closing = append(reaper.closing, c)
+	} else {
+		reaper.leaked = append(reaper.leaked, c)
+	}
+	reaper.Unlock()
+	reap()
 	return nil
+}
+
+// reap takes the control messages that arrived on the cleanly closed
+// communicators and releases those whose whole group has closed cleanly
+// (see Close).
+func reap() { reapGuarded(true) }
+
+// reapGuarded is reap; guard false: the caller keeps MPI alive
+// (releaseAll).
+func reapGuarded(guard bool) {
+	reaper.Lock()
+	defer reaper.Unlock()
+	for progress := true; progress; {
+		progress = false
+		keep := reaper.closing[:0]
+		for _, c := range reaper.closing {
+			for c.takeCtrlGuarded(guard) {
+			}
+			c.mu.Lock()
+			all := c.nheard == c.size-1
+			sameSeq := c.size == 1 || c.peerSeq == c.done.Load()
+			failed := c.err != nil || c.unclean || all && !sameSeq
+			ready := all && sameSeq
+			c.mu.Unlock()
+			switch {
+			case failed:
+				reaper.leaked = append(reaper.leaked, c)
+				continue
+			case ready && c.refs == 0 && (!guard || live()):
+				ok := C.bn_release(c.h) != 0
+				if guard {
+					unlive()
+				}
+				if ok {
+					c.released = true
+					progress = true
+					continue
+				}
+			}
+			keep = append(keep, c)
+		}
+		clear(reaper.closing[len(keep):])
+		reaper.closing = keep
+	}
 }
 
 var _ collective.Communicator = (*comm)(nil)

@@ -28,15 +28,22 @@
 //
 // MPI_Init_thread (MPI_THREAD_MULTIPLE) and MPI_Finalize run on one locked
 // OS thread; collectives run on the caller's goroutine and thread.
-// Communicators use MPI_ERRORS_RETURN, and MPI errors become Go errors
-// with MPI_Error_string's text.
+// The backend's communicators use MPI_ERRORS_RETURN (MPI_COMM_WORLD keeps
+// its error handler), and MPI errors become Go errors with
+// MPI_Error_string's text.
 //
 // Each collective first all-gathers a 64-byte header describing every
 // rank's call (collective, dtype, lengths, op, root, a hash of the counts,
 // call number), and all ranks check the headers the same way, so mismatched
 // calls fail with collective.ErrMismatch on every rank instead of hanging
 // or corrupting memory. All-to-all also exchanges the counts. The data
-// then moves with nonblocking MPI collectives.
+// then moves with nonblocking MPI collectives, except for small calls:
+// the header exchange has a payload slot per rank, sized from the calls
+// the ranks already agreed on (the largest payload of the last 4 calls, up
+// to 32 KiB, so the same on every rank and the exchange always matches in
+// MPI), and an all-gather's contribution, a small all-reduce's input or a
+// broadcast root's buffer that fits travels with the header: a loop of
+// calls of the same sizes takes one MPI exchange per call after the first.
 //
 // AllReduce is deterministic and bitwise identical on every rank: up to
 // 256 KiB gathered (len × size × element size), every rank all-gathers the
@@ -70,7 +77,29 @@
 // exit code. A rank that exits or crashes without RunMain makes mpirun end
 // the job.
 //
-// Communicators are never MPI_Comm_free'd: a member that left may still
-// have traffic in flight on them, which a reused communicator could
-// receive. MPI_Finalize reclaims them; do not Split without bound.
+// # Resources
+//
+// Close frees the communicator's C buffers at once unless a call is under
+// way or was given up with its request still posted in MPI (those buffers
+// are kept until the process exits). The two MPI communicators behind a
+// Communicator (MPI_Comm_dup's) and their C wrapper are MPI_Comm_free'd
+// after an orderly close of the whole group: every member closed it, with
+// no failure and no call pending, after the same number of completed
+// calls. Each member's Close sends one closing message; once a rank has
+// received them all, nothing more can arrive on the communicators, and
+// later Close and Split calls (of any Communicator of the process) free
+// them. So Split/Close in a loop runs in bounded memory. A parent is freed
+// only after its sub-groups are closed. Where the group failed (Abort, a
+// deadline, a mismatch, an MPI error), or a member never closes, the
+// handles are deliberately kept rather than freed (a departed member may
+// still have messages in flight, which a reused communicator id could
+// receive, and a Close must never wait for peers): MPI_Finalize reclaims
+// them.
+//
+// If the application initialized MPI before Init, the backend leaves
+// MPI_COMM_WORLD's error handler alone (it sets MPI_ERRORS_RETURN on its
+// own communicators only), and Finalize does not call MPI_Finalize: it
+// frees what can be freed safely and cancels the backend's control
+// receives. If Init fails after initializing MPI itself, it calls
+// MPI_Finalize.
 package mpi

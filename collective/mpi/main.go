@@ -38,6 +38,7 @@ var env struct {
 	already bool // MPI was initialized by someone else: do not finalize
 	world   *comm
 	exit    *comm // agrees on the exit code
+	agreed  bool  // the exit code agreement completed on env.exit
 
 	live      sync.RWMutex // read-held around MPI calls
 	finalized bool
@@ -46,9 +47,20 @@ var env struct {
 
 // Init initializes MPI with MPI_THREAD_MULTIPLE, once, on an OS thread it
 // keeps locked until Finalize. Calling it again returns the first result.
+//
+// If the application initialized MPI itself (before Init), Init uses it
+// as it is: it does not change MPI_COMM_WORLD's error handler (the backend
+// sets MPI_ERRORS_RETURN only on its own duplicates of MPI_COMM_WORLD),
+// and Finalize does not finalize MPI.
+//
+// If Init fails after MPI is initialized, it frees what it created and, if
+// it initialized MPI itself, calls MPI_Finalize before returning the error
+// (waiting for it at most ExitGrace, since MPI_Finalize may wait for the
+// other ranks; it then returns anyway and MPI_Finalize goes on in the
+// background). An application that initialized MPI keeps it.
 func Init() error {
 	env.once.Do(func() {
-		ready := make(chan error)
+		ready := make(chan error, 1)
 		env.fin = make(chan chan error)
 		go owner(ready)
 		env.err = <-ready
@@ -56,31 +68,50 @@ func Init() error {
 	return env.err
 }
 
+// initFail makes Init fail at the named step ("world": after the first
+// MPI_Comm_dup, "local": after every communicator was made), for the
+// tests.
+var initFail string
+
 // owner initializes MPI, and later finalizes it, on its locked thread.
 func owner(ready chan<- error) {
 	runtime.LockOSThread() // for good: MPI_Finalize must run on this thread
 	var provided, already C.int
 	if rc := C.bn_init(&provided, &already); rc != 0 {
+		// MPI_Init_thread failed: MPI is not initialized (or is the
+		// application's), nothing to undo.
 		ready <- fmt.Errorf("mpi: %w", newMPIError("MPI_Init_thread", rc))
 		return
 	}
 	env.already = already != 0
-	if provided < C.bn_thread_multiple() {
-		ready <- errors.New("mpi: the MPI library does not provide MPI_THREAD_MULTIPLE")
-		return
-	}
 	var w, x *C.bn_comm
-	if rc := C.bn_world(&w); rc != 0 {
-		ready <- fmt.Errorf("mpi: %w", newMPIError("MPI_Comm_dup", rc))
-		return
-	}
-	if rc := C.bn_world(&x); rc != 0 {
-		ready <- fmt.Errorf("mpi: %w", newMPIError("MPI_Comm_dup", rc))
-		return
-	}
 	var local C.int
-	if rc := C.bn_local_size(&local); rc != 0 {
-		ready <- fmt.Errorf("mpi: %w", newMPIError("MPI_Comm_split_type", rc))
+	err := func() error {
+		if provided < C.bn_thread_multiple() {
+			return errors.New("mpi: the MPI library does not provide MPI_THREAD_MULTIPLE")
+		}
+		if rc := C.bn_create_ops(); rc != 0 {
+			return fmt.Errorf("mpi: %w", newMPIError("MPI_Op_create", rc))
+		}
+		if rc := C.bn_world(&w); rc != 0 {
+			return fmt.Errorf("mpi: %w", newMPIError("MPI_Comm_dup", rc))
+		}
+		if initFail == "world" {
+			return errors.New("mpi: test: injected failure after the first MPI_Comm_dup")
+		}
+		if rc := C.bn_world(&x); rc != 0 {
+			return fmt.Errorf("mpi: %w", newMPIError("MPI_Comm_dup", rc))
+		}
+		if rc := C.bn_local_size(w, &local); rc != 0 {
+			return fmt.Errorf("mpi: %w", newMPIError("MPI_Comm_split_type", rc))
+		}
+		if initFail == "local" {
+			return errors.New("mpi: test: injected failure after the communicators were made")
+		}
+		return nil
+	}()
+	if err != nil {
+		initFailed(ready, err, w, x)
 		return
 	}
 	spinFor = pollSpin(int(local))
@@ -91,6 +122,7 @@ func owner(ready chan<- error) {
 	ready <- nil
 	reply := <-env.fin
 	if env.already {
+		releaseAll()
 		reply <- nil
 		return
 	}
@@ -99,6 +131,75 @@ func owner(ready chan<- error) {
 		return
 	}
 	reply <- nil
+}
+
+// initFailed undoes a failed Init on the owner thread: it frees the
+// communicators w and x (if made; nothing was sent on them) and the ops,
+// and finalizes MPI if Init initialized it, then sends err on ready (at
+// once if the application initialized MPI, else once MPI_Finalize returns
+// or after ExitGrace, whichever comes first).
+func initFailed(ready chan<- error, err error, w, x *C.bn_comm) {
+	for _, c := range []*C.bn_comm{w, x} {
+		if c != nil {
+			C.bn_drop(c)
+		}
+	}
+	C.bn_free_ops()
+	if env.already {
+		ready <- err
+		return
+	}
+	var once sync.Once
+	report := func(err error) { once.Do(func() { ready <- err }) }
+	t := time.AfterFunc(ExitGrace, func() {
+		report(fmt.Errorf("%w (MPI_Finalize after the failure did not return within %v)", err, ExitGrace))
+	})
+	if rc := C.bn_finalize(); rc != 0 {
+		err = fmt.Errorf("%w; then %w", err, newMPIError("MPI_Finalize", rc))
+	}
+	t.Stop()
+	report(err)
+}
+
+// releaseAll runs at Finalize when the application initialized MPI (and
+// keeps using it): it frees the backend's MPI objects that it can free
+// safely, and cancels the control receives of the others. No MPI call of
+// the backend runs concurrently (env.finalized is set, and Finalize waited
+// for the calls under way).
+//
+//   - Communicators closed cleanly by every member are released (reap);
+//     those still open, or closed in a failed group, or whose peers' closing
+//     messages have not arrived, are leaked (see Close), but no receive of
+//     the backend stays posted: the application's MPI_Finalize does not
+//     find them. Collectives given up earlier (abandoned) cannot be
+//     cancelled and stay posted.
+//   - The exit-code communicator is freed if the exit-code agreement
+//     completed (no other traffic uses it).
+//   - The reduction ops are freed (an abandoned MPI_Ireduce that uses one
+//     completes normally).
+func releaseAll() {
+	reapGuarded(false)
+	reaper.Lock()
+	registry.Lock()
+	var all []*comm
+	for c := range registry.comms {
+		all = append(all, c)
+	}
+	all = append(all, reaper.closing...)
+	all = append(all, reaper.leaked...)
+	registry.Unlock()
+	reaper.Unlock()
+	for _, c := range all {
+		C.bn_cancel_ctrl(c.h)
+	}
+	if x := env.exit; x != nil {
+		if env.agreed && !x.pending.Load() && C.bn_release(x.h) != 0 {
+			x.freeBuffers()
+		} else {
+			C.bn_cancel_ctrl(x.h)
+		}
+	}
+	C.bn_free_ops()
 }
 
 // pollSpin returns how long to spin before yielding, for localRanks ranks
@@ -128,6 +229,8 @@ func World() (collective.Communicator, error) {
 
 // Finalize finalizes MPI (if Init initialized it). Afterwards every
 // collective fails with collective.ErrClosed. RunMain and Main call it.
+// If the application initialized MPI, Finalize leaves it initialized and
+// releases the backend's MPI objects instead (see releaseAll).
 func Finalize() error {
 	if Init() != nil {
 		return nil
@@ -283,5 +386,6 @@ func agree(ctx context.Context, code int) (int, error) {
 	if err := x.post(ctx, proto.AllReduce, "MPI_Iallreduce", rc); err != nil {
 		return code, err
 	}
+	env.agreed = true
 	return int(*buf), nil
 }

@@ -20,7 +20,12 @@ import (
 //
 // Every rank runs every test in the same order; do not use -failfast or
 // t.Parallel, which would put the ranks out of step.
-func TestMain(m *testing.M) { mpi.Main(m) }
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("BN_MPI_TEST_CHILD"); mode != "" {
+		os.Exit(childMain(mode)) // see TestApplicationMPI
+	}
+	mpi.Main(m)
+}
 
 func world(t testing.TB) collective.Communicator {
 	t.Helper()
