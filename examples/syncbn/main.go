@@ -17,6 +17,14 @@
 // backend). Built with -tags mpi and started with mpirun, every MPI process
 // is one worker (collective/mpi); the one-worker run then runs on rank 0.
 //
+// Every collective (the BN layers' and the data-parallel ones) is bounded
+// by -sync-timeout: a rank that stopped, crashed or became unreachable makes
+// the others fail with an error naming it instead of waiting forever. Rank 0
+// can write the training state every -checkpoint-every steps (-checkpoint)
+// and a later run resumes from it (-resume). The last lines print a hash of
+// each run's parameters and running statistics: equal hashes, bitwise-equal
+// states (README "Across hosts" runs it on 4 hosts and compares).
+//
 //	go run ./examples/syncbn
 //	go build -tags mpi -o syncbn ./examples/syncbn && mpirun -np 4 ./syncbn
 package main
@@ -32,6 +40,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gorgonia-bn/bn"
 	"github.com/gorgonia-bn/bn/collective"
 	"github.com/gorgonia-bn/bn/examples/internal/cli"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
@@ -48,6 +57,9 @@ type options struct {
 	dtype                 string
 	runs, plot, dataDir   string
 	quiet                 bool
+	syncTimeout           time.Duration
+	checkpoint, resume    string
+	ckptEvery             int
 }
 
 func main() {
@@ -68,6 +80,10 @@ func main() {
 	flag.StringVar(&o.plot, "plot", "syncbn.png", "PNG file of the curves (empty: none)")
 	flag.StringVar(&o.dataDir, "data", "", "folder of the MNIST idx files (default: the GoMNIST module's)")
 	flag.BoolVar(&o.quiet, "q", false, "no progress output")
+	flag.DurationVar(&o.syncTimeout, "sync-timeout", bn.DefaultSyncTimeout, "bound on each collective (SyncBN's and the data-parallel ones): past it a rank fails with an error naming it")
+	flag.StringVar(&o.checkpoint, "checkpoint", "", "file rank 0 writes the training state to every -checkpoint-every steps (one run in -runs)")
+	flag.IntVar(&o.ckptEvery, "checkpoint-every", 100, "steps between checkpoints")
+	flag.StringVar(&o.resume, "resume", "", "checkpoint file to resume from (rank 0 reads it; one run in -runs; the solver's momentum restarts from zero)")
 	flag.Parse()
 	launch(func(w *world) error {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -85,6 +101,12 @@ func run(ctx context.Context, w *world, o options) error {
 	if o.workers < 1 || o.batch < 1 || o.steps < 1 || o.evalBatch < 1 {
 		return errors.New("-workers, -batch, -steps and -eval-batch must be ≥ 1")
 	}
+	if (o.checkpoint != "" || o.resume != "") && strings.Contains(o.runs, ",") {
+		return errors.New("-checkpoint and -resume need a single run in -runs")
+	}
+	if o.syncTimeout <= 0 {
+		return errors.New("-sync-timeout must be positive")
+	}
 	logf := func(format string, args ...any) {
 		if !o.quiet && w.root() {
 			fmt.Printf(format+"\n", args...)
@@ -101,7 +123,8 @@ func run(ctx context.Context, w *world, o options) error {
 		d.train.Len(), d.test.Len(), d.evalSet.Len(), time.Since(t0).Seconds(), w.name(o.workers))
 
 	base := runConfig{workers: o.workers, batch: o.batch, steps: o.steps, lr: o.lr, mom: o.mom,
-		evalEvery: o.evalEvery, evalBatch: o.evalBatch, seed: o.seed, dtype: dt}
+		evalEvery: o.evalEvery, evalBatch: o.evalBatch, seed: o.seed, dtype: dt,
+		syncTimeout: o.syncTimeout, checkpoint: o.checkpoint, ckptEvery: o.ckptEvery, resume: o.resume}
 	var results []*runResult
 	for _, name := range strings.Split(o.runs, ",") {
 		cfg := base
@@ -133,6 +156,12 @@ func run(ctx context.Context, w *world, o options) error {
 	}
 	fmt.Println()
 	fmt.Print(table(results))
+	// One line per run that identifies its final state bit for bit: equal
+	// hashes mean bitwise-equal parameters and running statistics.
+	for _, r := range results {
+		fmt.Printf("state %s: %s (%d parameters, %d running statistics, test accuracy %.4f)\n",
+			r.cfg.name, stateHash(r.params, r.stats), len(r.params), len(r.stats), r.finalAcc)
+	}
 	if o.plot != "" {
 		if err := plotResults(o.plot, d.evalSet.Len(), results); err != nil {
 			return err

@@ -20,12 +20,12 @@ func newWeights(dt tensor.Dtype, seed int64) (*cnn.Weights, error) {
 }
 
 // newNet builds the network on w for batches of the given size. comm != nil
-// makes the BN layers synchronized over comm (SyncBN); train adds the
-// gradients.
-func newNet(w *cnn.Weights, batch int, comm collective.Communicator, train bool) (*cnn.Net, error) {
+// makes the BN layers synchronized over comm (SyncBN), with syncOpts
+// (the sync timeout); train adds the gradients.
+func newNet(w *cnn.Weights, batch int, comm collective.Communicator, train bool, syncOpts ...bn.Option) (*cnn.Net, error) {
 	cfg := cnn.Config{Batch: batch, Train: train}
 	if comm != nil {
-		cfg.BN = []bn.Option{bn.WithCommunicator(comm)}
+		cfg.BN = append([]bn.Option{bn.WithCommunicator(comm)}, syncOpts...)
 	}
 	return cnn.New(w, cfg)
 }

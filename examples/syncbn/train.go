@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand"
@@ -27,6 +28,42 @@ type runConfig struct {
 	evalBatch int
 	seed      int64 // weights of rank 0 and the data order
 	dtype     tensor.Dtype
+
+	syncTimeout time.Duration // bounds every collective (the BN layers' and the data-parallel ones)
+	checkpoint  string        // file rank 0 writes every ckptEvery steps ("": none)
+	ckptEvery   int
+	resume      string // checkpoint to start from ("": from scratch)
+}
+
+// timeout is the bound on each collective: cfg.syncTimeout, or about a
+// year when a brokendeadline build switches the deadline off.
+func (cfg runConfig) timeout() time.Duration {
+	if deadlineDisabled() {
+		return 365 * 24 * time.Hour
+	}
+	if cfg.syncTimeout <= 0 {
+		return bn.DefaultSyncTimeout
+	}
+	return cfg.syncTimeout
+}
+
+// bound returns ctx limited to one collective's timeout.
+func (cfg runConfig) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, cfg.timeout())
+}
+
+// collectiveErr describes a failed data-parallel collective; a deadline
+// says what it means, as the BN layers' errors do.
+func (cfg runConfig) collectiveErr(what string, step int, err error) error {
+	at := ""
+	if step >= 0 {
+		at = fmt.Sprintf(" (step %d)", step)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %s%s: no answer within the sync timeout (%v): a rank stopped, crashed, is unreachable or still busy: %w",
+			cfg.name, what, at, cfg.timeout(), err)
+	}
+	return fmt.Errorf("%s: %s%s: %w", cfg.name, what, at, err)
 }
 
 // runResult is what one run measured (on rank 0: the losses are the
@@ -38,6 +75,7 @@ type runResult struct {
 	testAcc  []float64 // accuracy on the evaluation subset after evalStep
 	finalAcc float64   // accuracy on the test set after training
 	params   []float64 // final learnables
+	stats    []float64 // final running statistics (runningStats order)
 	train    time.Duration
 }
 
@@ -69,7 +107,7 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 	if cfg.syncBN {
 		bnComm = comm
 	}
-	tn, err := newNet(w, cfg.batch, bnComm, true)
+	tn, err := newNet(w, cfg.batch, bnComm, true, bn.WithSyncTimeout(cfg.timeout()))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name, err)
 	}
@@ -84,23 +122,41 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 		if dp, err = bn.NewDataParallel(comm, tn.Learnables, bn.GradMean); err != nil {
 			return nil, err
 		}
-		if err := dp.Broadcast(ctx, 0); err != nil {
-			return nil, fmt.Errorf("%s: %w", cfg.name, err)
-		}
 	}
 	solver := gorgonia.NewMomentum(gorgonia.WithLearnRate(cfg.lr), gorgonia.WithMomentum(cfg.mom))
-	ev := &evaluator{w: w, train: tn, comm: comm, nets: map[int]*cnn.Net{}}
+	ev := &evaluator{w: w, train: tn, comm: comm, nets: map[int]*cnn.Net{}, cfg: cfg}
 	defer ev.close()
 
+	start := 0
+	if cfg.resume != "" {
+		if start, err = resume(ctx, comm, tn, cfg, logf); err != nil {
+			return nil, err
+		}
+	}
+	if dp != nil {
+		bctx, cancel := cfg.bound(ctx)
+		err := dp.Broadcast(bctx, 0)
+		cancel()
+		if err != nil {
+			return nil, cfg.collectiveErr("broadcast of the parameters", -1, err)
+		}
+	}
 	res := &runResult{cfg: cfg}
 	global := K * cfg.batch
 	rng := rand.New(rand.NewSource(cfg.seed)) // the same order on every worker
 	var order []int
 	local := make([]float64, 0, cfg.steps)
 	report := max(1, cfg.steps/10)
-	start := time.Now()
+	// A resumed run skips the samples of the steps done.
+	for step := 0; step < start; step++ {
+		if len(order) < global {
+			order = rng.Perm(d.train.Len())
+		}
+		order = order[global:]
+	}
+	t0 := time.Now()
 	var evalTime time.Duration
-	for step := 0; step < cfg.steps; step++ {
+	for step := start; step < cfg.steps; step++ {
 		if len(order) < global {
 			order = rng.Perm(d.train.Len())
 		}
@@ -115,42 +171,52 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 		}
 		local = append(local, loss)
 		if dp != nil {
-			err = dp.Step(ctx, solver)
-		} else {
-			err = solver.Step(gorgonia.NodesToValueGrads(tn.Learnables))
-		}
-		if err != nil {
+			sctx, cancel := cfg.bound(ctx)
+			err = dp.Step(sctx, solver)
+			cancel()
+			if err != nil {
+				return nil, cfg.collectiveErr("gradient all-reduce", step, err)
+			}
+		} else if err = solver.Step(gorgonia.NodesToValueGrads(tn.Learnables)); err != nil {
 			return nil, fmt.Errorf("%s: step %d: %w", cfg.name, step, err)
 		}
 		done := step + 1
+		if rank == 0 && cfg.checkpoint != "" && cfg.ckptEvery > 0 && done%cfg.ckptEvery == 0 {
+			if err := saveCheckpoint(tn, cfg, done, logf); err != nil {
+				return nil, err
+			}
+		}
 		if done%report == 0 || done == cfg.steps {
 			// The global loss of the steps since the last report: the mean
 			// of the workers' local means.
 			win := local[len(res.loss):]
-			if err := allReduceMean(ctx, comm, win); err != nil {
-				return nil, err
+			lctx, cancel := cfg.bound(ctx)
+			err := allReduceMean(lctx, comm, win)
+			cancel()
+			if err != nil {
+				return nil, cfg.collectiveErr("loss all-reduce", step, err)
 			}
 			res.loss = append(res.loss, win...)
-			logf("%-14s step %5d/%d  loss %.4f  (%.1f s)", cfg.name, done, cfg.steps, mean(win), time.Since(start).Seconds())
+			logf("%-14s step %5d/%d  loss %.4f  (%.1f s)", cfg.name, done, cfg.steps, mean(win), time.Since(t0).Seconds())
 		}
 		if cfg.evalEvery > 0 && done%cfg.evalEvery == 0 || done == cfg.steps {
-			t0 := time.Now()
+			e0 := time.Now()
 			acc, err := ev.accuracy(ctx, d.evalSet, cfg.evalBatch)
 			if err != nil {
-				return nil, fmt.Errorf("%s: evaluation: %w", cfg.name, err)
+				return nil, cfg.collectiveErr("evaluation", step, err)
 			}
-			evalTime += time.Since(t0)
+			evalTime += time.Since(e0)
 			res.evalStep, res.testAcc = append(res.evalStep, done), append(res.testAcc, acc)
 			logf("%-14s step %5d/%d  test accuracy (%d images) %.2f%%", cfg.name, done, cfg.steps, d.evalSet.Len(), 100*acc)
 		}
 	}
-	res.train = time.Since(start) - evalTime
+	res.train = time.Since(t0) - evalTime
 	acc, err := ev.accuracy(ctx, d.test, cfg.evalBatch)
 	if err != nil {
-		return nil, fmt.Errorf("%s: evaluation: %w", cfg.name, err)
+		return nil, cfg.collectiveErr("evaluation", -1, err)
 	}
 	res.finalAcc = acc
-	res.params = tn.Values()
+	res.params, res.stats = tn.Values(), runningStats(tn)
 	logf("%-14s done: test accuracy (%d images) %.2f%%, training %.1f s", cfg.name, d.test.Len(), 100*acc, res.train.Seconds())
 	return res, nil
 }
@@ -164,6 +230,7 @@ type evaluator struct {
 	train *cnn.Net
 	comm  collective.Communicator
 	nets  map[int]*cnn.Net // by batch size
+	cfg   runConfig        // the timeout of each collective
 }
 
 func (e *evaluator) close() {
@@ -199,7 +266,10 @@ func (e *evaluator) accuracy(ctx context.Context, set *mnist.Set, batch int) (fl
 		stats = append(append(stats, m...), v...)
 	}
 	if e.comm != nil {
-		if err := e.comm.Broadcast(ctx, collective.Float64s(stats), 0); err != nil {
+		bctx, cancel := e.cfg.bound(ctx)
+		err := e.comm.Broadcast(bctx, collective.Float64s(stats), 0)
+		cancel()
+		if err != nil {
 			return 0, err
 		}
 	}
@@ -231,7 +301,10 @@ func (e *evaluator) accuracy(ctx context.Context, set *mnist.Set, batch int) (fl
 	}
 	counts := []float64{float64(ok)}
 	if e.comm != nil {
-		if err := e.comm.AllReduce(ctx, collective.Float64s(counts), collective.Sum); err != nil {
+		actx, cancel := e.cfg.bound(ctx)
+		err := e.comm.AllReduce(actx, collective.Float64s(counts), collective.Sum)
+		cancel()
+		if err != nil {
 			return 0, err
 		}
 	}

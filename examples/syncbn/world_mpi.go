@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/gorgonia-bn/bn/collective"
 	"github.com/gorgonia-bn/bn/collective/mpi"
@@ -20,7 +21,10 @@ type world struct{ c collective.Communicator }
 func launch(f func(w *world) error) {
 	mpi.RunMain(func(c collective.Communicator) int {
 		if err := f(&world{c}); err != nil {
-			fmt.Fprintf(os.Stderr, "rank %d: %v\n", c.Rank(), err)
+			// Host and wall-clock time, so that the ranks' reports of a
+			// fault can be put side by side (.ci/multihost.sh does).
+			host, _ := os.Hostname()
+			fmt.Fprintf(os.Stderr, "rank %d on %s failed at %s: %v\n", c.Rank(), host, time.Now().Format("15:04:05.000"), err)
 			return 1
 		}
 		return 0
