@@ -8,7 +8,7 @@
 #   bash .ci/multihost.sh broken       # negative control: the cut case with the
 #                                      # deadline switched off (brokendeadline build);
 #                                      # its check must FAIL (exit status 0 when it does)
-#   bash .ci/multihost.sh bench        # latency across hosts → benchdata/multihost-*.txt
+#   bash .ci/multihost.sh bench [allreduce|syncbn]  # latency across hosts → benchdata/multihost-*.txt
 #
 # Every case builds its hosts afresh and removes them, their processes
 # (mpirun, orted, ranks) and its temporary files on every exit path (trap
@@ -20,6 +20,10 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 repo=$PWD
+if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+fi
 # shellcheck source=../internal/hosts/hosts.sh
 . internal/hosts/hosts.sh
 
@@ -31,6 +35,11 @@ start=$(date +%s)
 log() { printf '\n[multihost %4ds] %s\n' "$(($(date +%s) - start))" "$*"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+if [[ ${1:-} == bench ]]; then
+	shift
+	exec bash .ci/multihost-bench.sh "$@"
+fi
 
 # Leftovers of an interrupted earlier run: its hosts (and their processes)
 # and its work folders.
@@ -187,7 +196,7 @@ fault_start() {
 	local name=$1
 	shift
 	new_hosts
-	job "$name" 150 -steps 400 "$@"
+	job "$name" "${LIMIT:-150}" -steps 400 "$@"
 	wait_for "$work/$name/1/rank.0/stdout" 'step +40/' 60 || { check FAIL "$name: training did not start"; cat "$work/$name.log"; }
 }
 
@@ -202,7 +211,10 @@ fault_end() {
 	end_s=$(since "$t0")
 	rc=$(cat "$work/$name.rc" 2>/dev/null || echo none)
 	report "$name" "$t0"
-	echo "  mpirun: exit status $rc at +${end_s} s ($(grep -m1 -o '^mpirun-bounded: [^(]*' "$work/$name.log" || echo "ended by itself"))"
+	local how
+	how=$(grep -m1 -o '^mpirun-bounded: [^(]*' "$work/$name.log" || echo "ended by itself")
+	[[ -f $work/$name.hung ]] && how=$(cat "$work/$name.hung")
+	echo "  mpirun: exit status $rc at +${end_s} s ($how)"
 	local n
 	n=$(ranks_erred "$name")
 	if [[ $want -gt 0 ]]; then
@@ -328,13 +340,13 @@ case_broken() {
 	local before=$fails
 	BIN=syncbn-broken
 	export BN_BREAK_DEADLINE=1
-	BOUND=45
+	LIMIT=60
 	fault_start broken
 	local t0
 	t0=$(now)
 	hosts_cut mh3
 	fault_end broken "$t0" 4
-	unset BN_BREAK_DEADLINE BIN
+	unset BN_BREAK_DEADLINE BIN LIMIT
 	hosts_down
 	if ((fails > before)); then
 		echo "  => the cut-link check FAILED without the deadline, as it must"
@@ -347,9 +359,6 @@ case_broken() {
 
 cases=("$@")
 [[ ${#cases[@]} == 0 ]] && cases=(exact cut cutka kill stop slow heal)
-if [[ ${cases[0]} == bench ]]; then
-	exec bash .ci/multihost-bench.sh
-fi
 build
 for c in "${cases[@]}"; do
 	"case_$c"
