@@ -463,7 +463,9 @@ func (c *comm) ctxFail(ctx context.Context, k proto.Kind) error {
 		m.flags = flagCanceled
 	}
 	c.abort(fmt.Errorf("%w by rank %d: %w", collective.ErrAborted, c.rank, err), m)
-	return c.errorf(k, err)
+	// Which ranks had joined is unknown here: every rank waits in one
+	// non-blocking collective (Joined nil).
+	return c.errorf(k, &collective.StallError{Rank: c.rank, Size: c.size, Call: k.String(), Seq: c.seq - 1, Err: err})
 }
 
 // mpiFail aborts the group after an MPI error.
