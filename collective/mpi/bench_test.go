@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gorgonia-bn/bn/collective"
 	"github.com/gorgonia-bn/bn/collective/mpi"
@@ -33,18 +34,20 @@ func sameN(b *testing.B, w collective.Communicator) {
 	}
 }
 
-func benchMPI(b *testing.B, n int, op func(ctx context.Context, c collective.Communicator, send, recv []float32) error) {
+// benchMPI times op over the world with send of n values per rank and recv
+// of n per rank, and returns recv after the last call.
+func benchMPI[T float32 | float64](b *testing.B, n int, op func(ctx context.Context, c collective.Communicator, send, recv []T) error) []T {
 	w := world(b)
 	sameN(b, w)
 	ctx := context.Background()
-	send, recv := make([]float32, n), make([]float32, n*w.Size())
+	send, recv := make([]T, n), make([]T, n*w.Size())
 	for i := range send {
-		send[i] = float32(w.Rank() + i%7)
+		send[i] = T(w.Rank() + i%7)
 	}
 	if err := w.Barrier(ctx); err != nil {
 		b.Fatal(err)
 	}
-	b.SetBytes(int64(4 * n))
+	b.SetBytes(int64(n) * int64(unsafe.Sizeof(send[0])))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -52,6 +55,8 @@ func benchMPI(b *testing.B, n int, op func(ctx context.Context, c collective.Com
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
+	return recv
 }
 
 func BenchmarkAllReduce(b *testing.B) {
@@ -103,33 +108,15 @@ func BenchmarkHeader(b *testing.B) {
 			b.Run(fmt.Sprintf("C=%d/%s", ch, mode), func(b *testing.B) {
 				mpi.SetSeparateHeader(mode == "separate")
 				defer mpi.SetSeparateHeader(false)
-				w := world(b)
-				sameN(b, w)
-				ctx := context.Background()
-				send, recv := make([]float64, n), make([]float64, n*w.Size())
-				for i := range send {
-					send[i] = float64(w.Rank() + i%7)
-				}
-				if err := w.Barrier(ctx); err != nil {
-					b.Fatal(err)
-				}
-				b.SetBytes(int64(8 * n))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					var err error
+				recv := benchMPI(b, n, func(ctx context.Context, w collective.Communicator, send, recv []float64) error {
 					if mode == "raw" {
-						err = mpi.RawAllGather(ctx, w, send, recv)
-					} else {
-						err = w.AllGather(ctx, collective.Float64s(send), collective.Float64s(recv), nil)
+						return mpi.RawAllGather(ctx, w, send, recv)
 					}
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				b.StopTimer()
-				if recv[n*(w.Size()-1)] != float64(w.Size()-1) {
-					b.Fatalf("recv[%d] = %v, want %d", n*(w.Size()-1), recv[n*(w.Size()-1)], w.Size()-1)
+					return w.AllGather(ctx, collective.Float64s(send), collective.Float64s(recv), nil)
+				})
+				K := len(recv) / n
+				if recv[n*(K-1)] != float64(K-1) {
+					b.Fatalf("recv[%d] = %v, want %d", n*(K-1), recv[n*(K-1)], K-1)
 				}
 			})
 		}

@@ -190,14 +190,7 @@ func Catalogue() []Case {
 				return err
 			}},
 		{Name: "one rank in EvalBatchStats, the others in Train", Want: all(errSync), Expect: "ErrSync on every rank (only some would update the running statistics)",
-			Run: func(e Env) error {
-				mode := bn.Train
-				if e.last() {
-					mode = bn.EvalBatchStats
-				}
-				_, err := train(e, 4, 2, 1, mode)
-				return err
-			}},
+			Run: oddMode(bn.EvalBatchStats)},
 		{Name: "domain layers whose switches differ between ranks", Want: all(errSync), Expect: "ErrSync on every rank (segment maps differ)",
 			Run: func(e Env) error {
 				nt, err := newDomainNet(e, !e.last())
@@ -334,23 +327,9 @@ func Catalogue() []Case {
 				return dp.Broadcast(ctx, 0)
 			}},
 		{Name: "one rank's layer in Eval (no communication)", Stall: true, Want: oddOut(errDeadline, nil), Expect: "that rank: success; the others: ErrSync + DeadlineExceeded at the sync timeout, naming layer, step, arrived and missing ranks",
-			Run: func(e Env) error {
-				mode := bn.Train
-				if e.last() {
-					mode = bn.Eval
-				}
-				_, err := train(e, 4, 2, 1, mode)
-				return err
-			}},
+			Run: oddMode(bn.Eval)},
 		{Name: "one rank's layer in Frozen (no communication)", Stall: true, Want: oddOut(errDeadline, nil), Expect: "as Eval",
-			Run: func(e Env) error {
-				mode := bn.Train
-				if e.last() {
-					mode = bn.Frozen
-				}
-				_, err := train(e, 4, 2, 1, mode)
-				return err
-			}},
+			Run: oddMode(bn.Frozen)},
 		{Name: "a rank with no samples that does not call EmptyStep", Stall: true, Want: oddOut(errDeadline, nil), Expect: "the others: ErrSync + DeadlineExceeded at the sync timeout",
 			Run: func(e Env) error {
 				if e.last() {
@@ -367,6 +346,19 @@ func Catalogue() []Case {
 				_, err := train(e, 4, 2, 1, bn.Train)
 				return err
 			}},
+	}
+}
+
+// oddMode trains one step on every rank, the last one in mode, the others
+// in Train.
+func oddMode(mode bn.Mode) func(Env) error {
+	return func(e Env) error {
+		m := bn.Train
+		if e.last() {
+			m = mode
+		}
+		_, err := train(e, 4, 2, 1, m)
+		return err
 	}
 }
 
