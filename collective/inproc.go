@@ -45,7 +45,8 @@ import (
 // In steady state AllReduce, AllGather, Broadcast, AllToAll and Barrier on
 // host buffers do not allocate. AllReduce is deterministic: every rank gets
 // the bitwise identical result of reducing the ranks' inputs from rank 0 to
-// rank size-1, ((x0 op x1) op x2) op ..., whatever the timing.
+// rank size-1, ((x0 op x1) op x2) op ..., whatever the timing; Moments
+// merges over the fixed tree ((x0⊕x1)⊕(x2⊕x3))⊕... instead (see Moments).
 func NewInProcess(size int) ([]Communicator, error) {
 	if size < 1 {
 		return nil, fmt.Errorf("collective: NewInProcess: group size %d < 1", size)
@@ -93,6 +94,7 @@ type group struct {
 	// every rank before any rank can commit the next round.
 	res32 []float32
 	res64 []float64
+	tree  []float64 // scratch of a Moments reduction
 }
 
 // slot is one rank's posted call.
@@ -194,6 +196,8 @@ func (c *inproc) AllReduce(ctx context.Context, buf Buffer, op ReduceOp) error {
 	cl.fault(hostFault(buf, "buffer"))
 	if !op.valid() {
 		cl.fault(proto.BadOp, fmt.Sprintf("invalid reduce op %v", op))
+	} else {
+		cl.fault(proto.CheckOp(int(op), int(buf.dtype), buf.n))
 	}
 	if err := c.enter(ctx, &cl); err != nil {
 		return err
@@ -208,6 +212,16 @@ func (c *inproc) AllReduce(ctx context.Context, buf Buffer, op ReduceOp) error {
 		// slice until everyone passes the barrier.
 		lo, hi := n*c.rank/g.size, n*(c.rank+1)/g.size
 		me := &g.slots[c.rank]
+		if op == Moments {
+			t := n / 3 // whole triples per rank
+			lo, hi = 3*(t*c.rank/g.size), 3*(t*(c.rank+1)/g.size)
+			if me.tmp64 == nil {
+				me.tmp64 = make([]float64, momentsBlock*(1+kernel.TreeDepth(g.size)))
+			}
+			momentsScatter(me.tmp64, g.slots, lo, hi)
+			g.phaseWait()
+			return nil
+		}
 		switch buf.dtype {
 		case Float32:
 			if me.tmp32 == nil {
@@ -241,6 +255,30 @@ func fold[T kernel.Float](op kernel.Op, dst []T, slots []slot, host func(Buffer)
 		copy(d, host(slots[0].buf)[b:e])
 		for s := 1; s < len(slots); s++ {
 			kernel.Apply(op, d, host(slots[s].buf)[b:e])
+		}
+	}
+}
+
+// momentsBlock is the number of values (a multiple of 3) a Moments
+// reduction merges at a time.
+const momentsBlock = 3 * 256
+
+// momentsTree sets dst to the fixed-tree merge (kernel.MomentsTree) of the
+// elements [lo, lo+len(dst)) of the posted buffers, using tmp as scratch.
+func momentsTree(dst []float64, slots []slot, lo int, tmp []float64) {
+	kernel.MomentsTree(dst, len(slots), func(r int) []float64 { return slots[r].buf.f64[lo:] }, tmp)
+}
+
+// momentsScatter merges the triples [lo, hi) of the posted buffers over
+// the fixed tree, a block at a time in tmp (momentsBlock values of result,
+// then the tree's scratch), and writes the result into every posted buffer.
+func momentsScatter(tmp []float64, slots []slot, lo, hi int) {
+	for b := lo; b < hi; b += momentsBlock {
+		e := min(b+momentsBlock, hi)
+		d := tmp[:e-b]
+		momentsTree(d, slots, b, tmp[momentsBlock:])
+		for s := range slots {
+			copy(slots[s].buf.f64[b:e], d)
 		}
 	}
 }
@@ -571,6 +609,12 @@ func (g *group) commitLocked() error {
 			return nil // every rank reduces a slice (see AllReduce)
 		}
 		op := kernel.Op(h.Op)
+		if op == kernel.MomentsOp {
+			g.res64 = grow(g.res64, n)
+			g.tree = grow(g.tree, n*kernel.TreeDepth(g.size))
+			momentsTree(g.res64, g.slots, 0, g.tree)
+			return nil
+		}
 		switch Dtype(h.Dtype) {
 		case Float32:
 			g.res32 = grow(g.res32, n)

@@ -34,7 +34,7 @@ func (h inprocHarness) Run(t *testing.T, f func(ctx context.Context, c collectiv
 func TestConformance(t *testing.T) {
 	for _, size := range []int{1, 2, 3, 4, 8} {
 		t.Run(fmt.Sprintf("size=%d", size), func(t *testing.T) {
-			opt := conformance.Options{SameProcess: true, RankOrder: true, Slack: time.Second}
+			opt := conformance.Options{SameProcess: true, RankOrder: true, MomentsTree: true, Slack: time.Second}
 			if testing.Short() || raceEnabled {
 				opt.Large = 1 << 17
 			}

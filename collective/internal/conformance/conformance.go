@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/gorgonia-bn/bn/collective"
+	"github.com/gorgonia-bn/bn/collective/internal/kernel"
 )
 
 // Harness runs a test case on every rank of a fresh group.
@@ -74,6 +75,9 @@ type Options struct {
 	// RankOrder: AllReduce results equal the reduction in rank order,
 	// ((x0 op x1) op x2) op ..., for every length.
 	RankOrder bool
+	// MomentsTree: Moments results equal the fixed tree's
+	// (kernel.MomentsTree) bit for bit, for every length.
+	MomentsTree bool
 	// Large is the "large" buffer length; 0 means 1<<20.
 	Large int
 	// Slack is how late (after a deadline, or after a rank fails) an error
@@ -139,6 +143,13 @@ func Cases(o Options) []Case {
 				return dispatch(dt, func() error { return allReduceNaN[float32](ctx, c, n) },
 					func() error { return allReduceNaN[float64](ctx, c, n) })
 			})
+		}
+		if dt == collective.Float64 {
+			for _, n := range []int{0, 1, 7, 1000, 1<<14 + 3, o.Large / 3} {
+				add(fmt.Sprintf("AllReduceMoments/n=%d", n), 1, func(ctx context.Context, c collective.Communicator) error {
+					return allReduceMoments(ctx, c, n, o.MomentsTree)
+				})
+			}
 		}
 		for _, n := range []int{0, 1, 7, 1000, -1} {
 			name := fmt.Sprintf("AllGather/%v/n=%d", dt, n)
@@ -279,6 +290,68 @@ func allReduceExact[T elem](ctx context.Context, c collective.Communicator, op c
 		}
 		if x[i] != T(want) {
 			e.add("element %d: got %v, want %v", i, x[i], want)
+		}
+	}
+	if err := sameOnAllRanks(ctx, c, x); err != nil {
+		e.add("%w", err)
+	}
+	return e.err()
+}
+
+// mval is rank r's moments of channel i: uneven counts (zero for some
+// channels, and for every channel of rank 1 of groups of 3 or more: an
+// empty rank), offset means (1e4 + a deviation) and sums of squares.
+func mval(r, i, size int) (n, mean, m2 float64) {
+	if size >= 3 && r == 1 {
+		return 0, 0, 0
+	}
+	n = float64((r*31 + i*7) % 5) // 0 … 4
+	if n == 0 {
+		return 0, 0, 0
+	}
+	return n, 1e4 + fval(r, i), n * (1 + math.Abs(fval(r+7, i)))
+}
+
+// allReduceMoments checks a Moments reduction of n channels against the
+// merge in rank order (within 1e-12 relative) and, with tree, against the
+// fixed tree bit for bit; and that every rank has the same bits.
+func allReduceMoments(ctx context.Context, c collective.Communicator, n int, tree bool) error {
+	P := c.Size()
+	x := make([]float64, 3*n)
+	for i := range n {
+		x[3*i], x[3*i+1], x[3*i+2] = mval(c.Rank(), i, P)
+	}
+	if err := c.AllReduce(ctx, collective.Float64s(x), collective.Moments); err != nil {
+		return err
+	}
+	var e errs
+	in := make([][]float64, P)
+	for r := range in {
+		in[r] = make([]float64, 3)
+	}
+	want, ref := make([]float64, 3), make([]float64, 3)
+	tmp := make([]float64, 3*kernel.TreeDepth(P))
+	for i := range n {
+		if !checked(i, n, c.Rank(), P) {
+			continue
+		}
+		clear(ref)
+		for r := range P {
+			in[r][0], in[r][1], in[r][2] = mval(r, i, P)
+			kernel.MergeMoments(ref, in[r])
+		}
+		got := x[3*i : 3*i+3]
+		if tree {
+			kernel.MomentsTree(want, P, func(r int) []float64 { return in[r] }, tmp)
+			for k := range want {
+				if math.Float64bits(got[k]) != math.Float64bits(want[k]) {
+					e.add("channel %d: got %v, want the fixed tree's %v", i, got, want)
+					break
+				}
+			}
+		}
+		if got[0] != ref[0] || math.Abs(got[1]-ref[1]) > 1e-12*math.Abs(ref[1]) || math.Abs(got[2]-ref[2]) > 1e-12*ref[2] {
+			e.add("channel %d: got %v, want ≈ the rank-order merge %v (1e-12 relative)", i, got, ref)
 		}
 	}
 	if err := sameOnAllRanks(ctx, c, x); err != nil {
@@ -984,6 +1057,23 @@ var mismatches = []mismatchCase{
 	}},
 	{"BadOp", 1, func(ctx context.Context, c collective.Communicator) error {
 		return c.AllReduce(ctx, collective.Float64s(make([]float64, 3)), collective.ReduceOp(0))
+	}},
+	{"MomentsFloat32", 1, func(ctx context.Context, c collective.Communicator) error {
+		return c.AllReduce(ctx, collective.Float32s(make([]float32, 3)), collective.Moments)
+	}},
+	{"MomentsNotTriples", 1, func(ctx context.Context, c collective.Communicator) error {
+		n := 6
+		if last(c) {
+			n = 4
+		}
+		return c.AllReduce(ctx, collective.Float64s(make([]float64, n)), collective.Moments)
+	}},
+	{"MomentsVsSum", 2, func(ctx context.Context, c collective.Communicator) error {
+		op := collective.Moments
+		if last(c) {
+			op = collective.Sum
+		}
+		return c.AllReduce(ctx, collective.Float64s(make([]float64, 6)), op)
 	}},
 	{"ZeroBuffer", 1, func(ctx context.Context, c collective.Communicator) error {
 		return c.AllReduce(ctx, collective.Buffer{}, collective.Sum)

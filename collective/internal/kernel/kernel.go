@@ -61,3 +61,71 @@ func Apply[T Float](op Op, dst, src []T) bool {
 	}
 	return true
 }
+
+// MomentsOp is the Op code of the moments reduction (collective.Moments):
+// the elements are float64 triples (n, mean, M2) merged with Chan's rule.
+const MomentsOp Op = 4
+
+// MergeMoments merges, triple by triple, the moments of src into those of
+// dst, dst holding the lower ranks (the left operand):
+//
+//	n = na+nb; d = mb−ma; mean = ma + d·(nb/n); M2 = M2a + M2b + d²·(na·(nb/n))
+//
+// (Chan, Golub and LeVeque 1979; the same float64 operations, in the same
+// order, as bn's kern.Moments.Merge). An empty operand (n = 0) leaves the
+// other one unchanged, bit for bit. len(dst) must be a multiple of 3 and
+// src at least as long.
+func MergeMoments(dst, src []float64) {
+	src = src[:len(dst)]
+	for i := 0; i+2 < len(dst); i += 3 {
+		nb := src[i]
+		if nb == 0 {
+			continue
+		}
+		na := dst[i]
+		if na == 0 {
+			dst[i], dst[i+1], dst[i+2] = nb, src[i+1], src[i+2]
+			continue
+		}
+		n := na + nb
+		d := src[i+1] - dst[i+1]
+		dst[i] = n
+		dst[i+1] = dst[i+1] + float64(d*float64(nb/n))
+		dst[i+2] = dst[i+2] + src[i+2] + float64(float64(d*d)*float64(na*float64(nb/n)))
+	}
+}
+
+// TreeDepth returns the number of levels of scratch MomentsTree needs for
+// p inputs: ⌈log₂ p⌉.
+func TreeDepth(p int) int {
+	d := 0
+	for 1<<d < p {
+		d++
+	}
+	return d
+}
+
+// MomentsTree sets dst to the merge of the inputs of p ranks (in(r) is
+// rank r's, at least len(dst) long) over the fixed binary tree
+//
+//	T(lo, hi) = T(lo, mid) ⊕ T(mid, hi), mid = lo + 2^(⌈log₂(hi−lo)⌉−1)
+//
+// (for p = 8: ((x0⊕x1)⊕(x2⊕x3))⊕((x4⊕x5)⊕(x6⊕x7))): the order of the
+// merges depends on p only, so that every rank and every backend that
+// evaluates it gets the same bits. tmp must hold TreeDepth(p)·len(dst)
+// values.
+func MomentsTree(dst []float64, p int, in func(r int) []float64, tmp []float64) {
+	momentsTree(dst, 0, p, in, tmp)
+}
+
+func momentsTree(dst []float64, lo, hi int, in func(r int) []float64, tmp []float64) {
+	n := len(dst)
+	if hi-lo == 1 {
+		copy(dst, in(lo)[:n])
+		return
+	}
+	mid := lo + 1<<(TreeDepth(hi-lo)-1)
+	momentsTree(dst, lo, mid, in, tmp[n:])
+	momentsTree(tmp[:n], mid, hi, in, tmp[n:])
+	MergeMoments(dst, tmp[:n])
+}

@@ -207,6 +207,21 @@ func CheckAllToAll(h *Header, sendCounts, recvCounts []int, size int) (Fault, st
 	return OK, ""
 }
 
+// CheckOp validates an all-reduce's op for a buffer of dtype (the
+// collective.Dtype code) and length n: ops 1–3 (sum, max, min) take any
+// dtype, op 4 (moments) float64 triples.
+func CheckOp(op, dtype, n int) (Fault, string) {
+	switch {
+	case op < 1 || op > 4:
+		return BadOp, fmt.Sprintf("invalid reduce op %d", op)
+	case op == 4 && dtype != 2:
+		return BadOp, "the moments reduction needs a float64 buffer"
+	case op == 4 && n%3 != 0:
+		return BadOp, fmt.Sprintf("the moments reduction needs (n, mean, M2) triples: length %d is not a multiple of 3", n)
+	}
+	return OK, ""
+}
+
 // CheckRoot validates a broadcast root.
 func CheckRoot(root, size int) (Fault, string) {
 	if root < 0 || root >= size {
