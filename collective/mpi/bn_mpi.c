@@ -26,7 +26,11 @@ struct bn_comm {
 	char sendbuf[BN_CTRL_MAX];
 };
 
-static MPI_Op bn_ops[4];
+static MPI_Op bn_ops[5];
+
+// bn_triple is three contiguous doubles, (n, mean, M2): the element of the
+// moments reduction, so that MPI never splits a triple between segments.
+static MPI_Datatype bn_triple = MPI_DATATYPE_NULL;
 
 // Counters of what the helpers allocate and free, for the tests
 // (bn_counters): live bn_comm structs, MPI communicator handles created
@@ -92,6 +96,29 @@ static void bn_op_sum(void *in, void *io, int *len, MPI_Datatype *dt) { bn_apply
 static void bn_op_max(void *in, void *io, int *len, MPI_Datatype *dt) { bn_apply(in, io, len, dt, BN_MAX); }
 static void bn_op_min(void *in, void *io, int *len, MPI_Datatype *dt) { bn_apply(in, io, len, dt, BN_MIN); }
 
+// bn_op_moments merges (n, mean, M2) triples with Chan's rule, io = in ⊕ io
+// (in holds the lower ranks): the arithmetic of kernel.MergeMoments, in the
+// same order. An empty operand (n = 0) leaves the other unchanged.
+static void bn_op_moments(void *invec, void *iovec, int *len, MPI_Datatype *dt) {
+	const double *in = invec;
+	double *io = iovec;
+	int i;
+	(void)dt;
+	for (i = 0; i < *len; i++, in += 3, io += 3) {
+		double na = in[0], nb = io[0], n, d;
+		if (na == 0) continue;
+		if (nb == 0) {
+			io[0] = in[0], io[1] = in[1], io[2] = in[2];
+			continue;
+		}
+		n = na + nb;
+		d = io[1] - in[1];
+		io[0] = n;
+		io[1] = in[1] + d * (nb / n);
+		io[2] = in[2] + io[2] + d * d * (na * (nb / n));
+	}
+}
+
 // bn_init initializes MPI unless it already is (*already = 1), and
 // creates the reduction ops. It leaves MPI_COMM_WORLD's error handler as it
 // is (the application's, or MPI's default): the helpers set
@@ -113,17 +140,21 @@ int bn_create_ops(void) {
 	if ((rc = MPI_Op_create(bn_op_sum, 0, &bn_ops[BN_SUM])) != MPI_SUCCESS) return rc;
 	if ((rc = MPI_Op_create(bn_op_max, 0, &bn_ops[BN_MAX])) != MPI_SUCCESS) return rc;
 	if ((rc = MPI_Op_create(bn_op_min, 0, &bn_ops[BN_MIN])) != MPI_SUCCESS) return rc;
-	return MPI_SUCCESS;
+	if ((rc = MPI_Op_create(bn_op_moments, 0, &bn_ops[BN_MOMENTS])) != MPI_SUCCESS) return rc;
+	if ((rc = MPI_Type_contiguous(3, MPI_DOUBLE, &bn_triple)) != MPI_SUCCESS) return rc;
+	return MPI_Type_commit(&bn_triple);
 }
 
 // bn_free_ops frees the ops bn_create_ops made. Operations still pending
 // with them (an abandoned MPI_Ireduce) complete normally (MPI_Op_free).
 void bn_free_ops(void) {
 	int i;
-	for (i = BN_SUM; i <= BN_MIN; i++) {
+	for (i = BN_SUM; i <= BN_MOMENTS; i++) {
 		if (bn_ops[i] != MPI_OP_NULL && bn_ops[i] != 0) MPI_Op_free(&bn_ops[i]);
 		bn_ops[i] = MPI_OP_NULL;
 	}
+	if (bn_triple != MPI_DATATYPE_NULL) MPI_Type_free(&bn_triple);
+	bn_triple = MPI_DATATYPE_NULL;
 }
 
 int bn_thread_multiple(void) { return MPI_THREAD_MULTIPLE; }
@@ -273,11 +304,26 @@ int bn_iallgatherv(bn_comm *c, const void *send, int count, void *recv, const in
 }
 
 int bn_ireduce(bn_comm *c, void *buf, int count, int dt, int op, int root) {
-	if (op < BN_SUM || op > BN_MIN) return MPI_ERR_OP;
-	if (c->rank == root) {
-		return MPI_Ireduce(MPI_IN_PLACE, buf, count, bn_type(dt), bn_ops[op], root, c->comm, &c->req);
+	MPI_Datatype t = bn_type(dt);
+	if (op < BN_SUM || op > BN_MOMENTS) return MPI_ERR_OP;
+	if (op == BN_MOMENTS) {
+		if (dt != BN_F64 || count % 3 != 0) return MPI_ERR_TYPE;
+		t = bn_triple, count /= 3;
 	}
-	return MPI_Ireduce(buf, NULL, count, bn_type(dt), bn_ops[op], root, c->comm, &c->req);
+	if (c->rank == root) {
+		return MPI_Ireduce(MPI_IN_PLACE, buf, count, t, bn_ops[op], root, c->comm, &c->req);
+	}
+	return MPI_Ireduce(buf, NULL, count, t, bn_ops[op], root, c->comm, &c->req);
+}
+
+int bn_iallreduce(bn_comm *c, void *buf, int count, int dt, int op) {
+	MPI_Datatype t = bn_type(dt);
+	if (op < BN_SUM || op > BN_MOMENTS) return MPI_ERR_OP;
+	if (op == BN_MOMENTS) {
+		if (dt != BN_F64 || count % 3 != 0) return MPI_ERR_TYPE;
+		t = bn_triple, count /= 3;
+	}
+	return MPI_Iallreduce(MPI_IN_PLACE, buf, count, t, bn_ops[op], c->comm, &c->req);
 }
 
 int bn_ibcast(bn_comm *c, void *buf, int count, int dt, int root) {

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 enum { BN_F32 = 1, BN_F64 = 2, BN_I64 = 3, BN_INT = 4 };
-enum { BN_SUM = 1, BN_MAX = 2, BN_MIN = 3 };
+enum { BN_SUM = 1, BN_MAX = 2, BN_MIN = 3, BN_MOMENTS = 4 };
 enum { BN_CTRL_MAX = 512, BN_MAX_CHAIN = 8 };
 
 // bn_comm wraps one communicator: a duplicate of it for the collectives,
@@ -49,6 +49,7 @@ int bn_ibcast(bn_comm *c, void *buf, int count, int dt, int root);
 int bn_ialltoallv(bn_comm *c, const void *send, const int *scounts, const int *sdispls,
                   void *recv, const int *rcounts, const int *rdispls, int dt);
 int bn_iallreduce_max_int(bn_comm *c, int *buf);
+int bn_iallreduce(bn_comm *c, void *buf, int count, int dt, int op);
 
 // bn_poll tests c's current request and, unless skip_ctrl, the control
 // receives of c's chain. It returns -rc on an MPI error, 1 if the request

@@ -58,6 +58,8 @@ type comm struct {
 	parent *comm
 	chain  []*comm // c, its parent, ... as in bn_set_chain
 
+	tree []float64 // scratch of the Moments merges (owned by the call in progress)
+
 	mu       sync.Mutex
 	err      error // sticky failure
 	closed   bool
@@ -562,6 +564,24 @@ const (
 	slotHistory = 4
 )
 
+// The paths of a Moments all-reduce. pathAuto: the ranks' triples travel
+// with the header exchange (or an MPI_Iallgather) up to gatherMax bytes in
+// all, and every rank merges them over the fixed tree; above, an
+// MPI_Ireduce to rank 0 with the non-commutative user op on (n, mean, M2)
+// triples, then an MPI_Ibcast of its result. pathReduce forces the
+// reduce-broadcast, pathAllReduce an MPI_Iallreduce with the user op (for
+// the benchmarks that compare them; MPI does not promise that every rank
+// of an MPI_Allreduce gets the same bits).
+const (
+	pathAuto = iota
+	pathReduce
+	pathAllReduce
+)
+
+// momentsPath is the path Moments all-reduces take (pathAuto but in
+// benchmarks). Set it only between calls, to the same value on every rank.
+var momentsPath = pathAuto
+
 // separateHeader turns the fused exchange off (a 64-byte header exchange,
 // then the data, as before it existed), for the benchmarks. Set it only
 // between calls, to the same value on every rank.
@@ -897,11 +917,16 @@ func (c *comm) AllReduce(ctx context.Context, buf collective.Buffer, op collecti
 	var detail string
 	f, d := hostFault(buf, "buffer")
 	fault(&h, &detail, f, d)
-	if op < collective.Sum || op > collective.Min {
-		fault(&h, &detail, proto.BadOp, fmt.Sprintf("invalid reduce op %v", op))
+	if h.Fault == proto.OK {
+		f, d := proto.CheckOp(int(op), int(buf.Dtype()), buf.Len())
+		fault(&h, &detail, f, d)
+	}
+	path := momentsPath
+	if op != collective.Moments {
+		path = pathAuto
 	}
 	pl := noPayload
-	if esz := buf.Dtype().Size(); h.Fault == proto.OK && buf.Len()*c.size*esz <= gatherMax {
+	if esz := buf.Dtype().Size(); h.Fault == proto.OK && buf.Len()*c.size*esz <= gatherMax && path == pathAuto {
 		pl = payload{src: buf, bytes: buf.Len() * esz}
 	}
 	if err := c.begin(ctx, &h, detail, pl); err != nil {
@@ -914,10 +939,13 @@ func (c *comm) AllReduce(ctx context.Context, buf collective.Buffer, op collecti
 		return nil
 	}
 	if c.fused {
-		switch buf.Dtype() {
-		case collective.Float32:
+		switch {
+		case op == collective.Moments:
+			c.tree = grow(c.tree, n*kernel.TreeDepth(c.size))
+			kernel.MomentsTree(buf.Float64s(), c.size, func(r int) []float64 { return unsafe.Slice((*float64)(c.slotData(r)), n) }, c.tree)
+		case buf.Dtype() == collective.Float32:
 			foldSlots(c, kernel.Op(op), buf.Float32s())
-		case collective.Float64:
+		default:
 			foldSlots(c, kernel.Op(op), buf.Float64s())
 		}
 		c.complete()
@@ -927,7 +955,14 @@ func (c *comm) AllReduce(ctx context.Context, buf collective.Buffer, op collecti
 	if !live() {
 		return c.errorf(k, errFinalized)
 	}
-	if total := n * c.size * esz; total <= gatherMax {
+	if path == pathAllReduce {
+		p := c.addr(buf)
+		rc := C.bn_iallreduce(c.h, p, C.int(n), dt, C.int(op))
+		unlive()
+		if err := c.post(ctx, k, "MPI_Iallreduce", rc); err != nil {
+			return err
+		}
+	} else if total := n * c.size * esz; total <= gatherMax && path != pathReduce {
 		in, all := c.staging(0, n*esz), c.staging(1, total)
 		toC(in, buf)
 		rc := C.bn_iallgather(c.h, in, C.int(n), all, dt)
@@ -935,10 +970,14 @@ func (c *comm) AllReduce(ctx context.Context, buf collective.Buffer, op collecti
 		if err := c.post(ctx, k, "MPI_Iallgather", rc); err != nil {
 			return err
 		}
-		switch buf.Dtype() {
-		case collective.Float32:
+		switch {
+		case op == collective.Moments:
+			g := unsafe.Slice((*float64)(all), n*c.size)
+			c.tree = grow(c.tree, n*kernel.TreeDepth(c.size))
+			kernel.MomentsTree(buf.Float64s(), c.size, func(r int) []float64 { return g[r*n : (r+1)*n] }, c.tree)
+		case buf.Dtype() == collective.Float32:
 			foldGathered(kernel.Op(op), buf.Float32s(), unsafe.Slice((*float32)(all), n*c.size))
-		case collective.Float64:
+		default:
 			foldGathered(kernel.Op(op), buf.Float64s(), unsafe.Slice((*float64)(all), n*c.size))
 		}
 	} else {
@@ -1381,3 +1420,10 @@ func reapGuarded(guard bool) {
 }
 
 var _ collective.Communicator = (*comm)(nil)
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n, n+n/4)
+	}
+	return s[:n]
+}

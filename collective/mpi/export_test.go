@@ -25,3 +25,10 @@ func SetInitFail(step string) { initFail = step }
 // SetSeparateHeader turns the fused header exchange off (on) for the
 // benchmarks; call it between calls, the same way on every rank.
 func SetSeparateHeader(on bool) { separateHeader = on }
+
+// SetMomentsPath forces the path of Moments all-reduces: "auto",
+// "reduce" (MPI_Ireduce + MPI_Ibcast) or "allreduce" (MPI_Iallreduce with
+// the user op). Call it between calls, the same way on every rank.
+func SetMomentsPath(p string) {
+	momentsPath = map[string]int{"auto": pathAuto, "reduce": pathReduce, "allreduce": pathAllReduce}[p]
+}
