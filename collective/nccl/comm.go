@@ -13,6 +13,7 @@ import (
 	"unsafe"
 
 	"github.com/gorgonia-bn/bn/collective"
+	"github.com/gorgonia-bn/bn/collective/internal/kernel"
 	"gorgonia.org/cu"
 )
 
@@ -54,6 +55,10 @@ type state struct {
 	hdr      cu.DevicePtr
 	hdrCap   int
 	hdrHost  []float64
+
+	// Host scratch of Moments all-reduces: every rank's triples, and the
+	// tree's levels.
+	momAll, momTree []float64
 }
 
 // group links the members of a NewInProcess group, so that Abort, a
@@ -908,9 +913,12 @@ func (c *Comm) finish(ctx context.Context, s *staging, outs ...int) error {
 
 // -------------------------------------------------------- collectives
 
-// AllReduce reduces buf element-wise over all ranks, in place (Sum, Max or
-// Min). Every rank gets the same bits; the reduction order is NCCL's, not
-// rank order. Max and Min are NCCL's, i.e. CUDA's fmax and fmin: unlike
+// AllReduce reduces buf element-wise over all ranks, in place (Sum, Max,
+// Min or Moments). Every rank gets the same bits; the reduction order is
+// NCCL's, not rank order. Moments (host float64 buffers only; a device
+// buffer is ErrMismatch wrapping errors.ErrUnsupported on every rank) is an
+// ncclAllGather of the triples merged on the host over the fixed tree of
+// the other backends: NCCL has no user-defined reductions. Max and Min are NCCL's, i.e. CUDA's fmax and fmin: unlike
 // Go's max and min (collective.ReduceOp's contract) a NaN operand is
 // dropped, and the sign of a zero result is unspecified.
 func (c *Comm) AllReduce(ctx context.Context, buf collective.Buffer, op collective.ReduceOp) error {
@@ -927,6 +935,14 @@ func (c *Comm) AllReduce(ctx context.Context, buf collective.Buffer, op collecti
 		nop = ncclMax
 	case collective.Min:
 		nop = ncclMin
+	case collective.Moments:
+		if local == nil {
+			if buf.IsDevice() {
+				local = fmt.Errorf("nccl: AllReduce: the moments reduction needs a host buffer, got %v: %w: %w", buf, collective.ErrMismatch, errors.ErrUnsupported)
+			} else if buf.Dtype() != collective.Float64 || buf.Len()%3 != 0 {
+				local = mismatch("AllReduce: the moments reduction needs float64 (n, mean, M2) triples, got %v", buf)
+			}
+		}
 	default:
 		local = errors.Join(local, mismatch("AllReduce: invalid op %v", op))
 	}
@@ -935,6 +951,9 @@ func (c *Comm) AllReduce(ctx context.Context, buf collective.Buffer, op collecti
 	}
 	if buf.Len() == 0 {
 		return nil
+	}
+	if op == collective.Moments {
+		return c.allReduceMoments(ctx, buf)
 	}
 	s, err := c.stageIn([]collective.Buffer{buf}, []bool{true})
 	if err != nil {
@@ -946,6 +965,47 @@ func (c *Comm) AllReduce(ctx context.Context, buf collective.Buffer, op collecti
 		return err
 	}
 	return c.finish(ctx, s, 0)
+}
+
+// allReduceMoments is the Moments all-reduce of a host buffer: NCCL has no
+// user-defined reductions, and no built-in one merges (n, mean, M2) exactly
+// (summing Σx and Σx² loses the digits of offset data), so every rank's
+// triples are all-gathered (ncclAllGather) and each rank merges them on
+// the host over the fixed tree of kernel.MomentsTree: the bits of the
+// in-process and MPI backends, the same on every rank, at an all-gather's
+// cost — P·3C values received per rank.
+func (c *Comm) allReduceMoments(ctx context.Context, buf collective.Buffer) error {
+	st := c.st
+	n := buf.Len()
+	st.momAll = growHost(st.momAll, n*st.size)
+	all := collective.Float64s(st.momAll)
+	s, err := c.stageIn([]collective.Buffer{all}, []bool{false})
+	if err != nil {
+		return err
+	}
+	sendPtr := s.ptrs[0] + uintptr(st.rank*n*8)
+	if err := cu.MemcpyHtoDAsync(cu.DevicePtr(sendPtr), hostPtr(buf), int64(n*8), c.stream); err != nil {
+		return c.abortGroup(fmt.Errorf("stage in: %w", err))
+	}
+	sp := streamPtr(c.stream)
+	if err := c.nccl(func(h unsafe.Pointer) error {
+		return allGather(sendPtr, s.ptrs[0], n, ncclType(collective.Float64), h, sp)
+	}); err != nil {
+		return err
+	}
+	if err := c.finish(ctx, s, 0); err != nil {
+		return err
+	}
+	st.momTree = growHost(st.momTree, n*kernel.TreeDepth(st.size))
+	kernel.MomentsTree(buf.Float64s(), st.size, func(r int) []float64 { return st.momAll[r*n : (r+1)*n] }, st.momTree)
+	return nil
+}
+
+func growHost(s []float64, n int) []float64 {
+	if cap(s) < n {
+		return make([]float64, n)
+	}
+	return s[:n]
 }
 
 // AllGather concatenates every rank's send into recv in rank order (see

@@ -67,7 +67,7 @@ func TestConformance(t *testing.T) {
 	v, _ := Version()
 	t.Logf("NCCL %d, %d GPU(s)", v, len(devices(t)))
 	h := ncclHarness{devices(t)}
-	o := conformance.Options{SameProcess: true, Slack: 2 * time.Second}
+	o := conformance.Options{SameProcess: true, MomentsTree: true, Slack: 2 * time.Second}
 	if testing.Short() {
 		o.Large = 1 << 14
 	}
