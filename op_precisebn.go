@@ -662,20 +662,23 @@ func (a *preciseAgreement) round(ctx context.Context, phase, b int, lerr error, 
 	return res, nil
 }
 
-// mergeAcrossRanks merges, in rank order, the totals of the layers that are
-// not synchronized (synchronized ones already saw the global batches), with
-// one all-gather of every such layer's (n, mean, M2) and a reached flag.
+// mergeAcrossRanks merges the totals of the layers that are not
+// synchronized (synchronized ones already saw the global batches) over the
+// ranks, with one Moments all-reduce of every such layer's (n, mean, M2)
+// and a reached flag (a triple (1, 0, 0) if the layer ran on the rank, an
+// empty one otherwise: the merged count is the number of ranks it ran on).
+// Every rank gets the same bits (the collective's fixed merge order).
 func mergeAcrossRanks(ctx context.Context, comm collective.Communicator, ls []*Layer, cols []*preciseCollector) error {
 	var size int
 	for i, l := range ls {
 		if l.cfg.sync == nil {
-			size += 1 + 3*len(cols[i].total)
+			size += 3 + 3*len(cols[i].total)
 		}
 	}
 	if size == 0 {
 		return nil
 	}
-	send := make([]float64, 0, size)
+	buf := make([]float64, 0, size)
 	for i, l := range ls {
 		if l.cfg.sync != nil {
 			continue
@@ -684,14 +687,12 @@ func mergeAcrossRanks(ctx context.Context, comm collective.Communicator, ls []*L
 		if cols[i].ever {
 			reached = 1
 		}
-		send = append(send, reached)
+		buf = append(buf, reached, 0, 0)
 		for _, m := range cols[i].total {
-			send = append(send, m.N, m.Mean, m.M2)
+			buf = append(buf, m.N, m.Mean, m.M2)
 		}
 	}
-	K := comm.Size()
-	recv := make([]float64, K*size)
-	if err := comm.AllGather(ctx, collective.Float64s(send), collective.Float64s(recv), nil); err != nil {
+	if err := comm.AllReduce(ctx, collective.Float64s(buf), collective.Moments); err != nil {
 		return fmt.Errorf("%w: precise statistics across ranks: %w", ErrSync, err)
 	}
 	off := 0
@@ -700,17 +701,13 @@ func mergeAcrossRanks(ctx context.Context, comm collective.Communicator, ls []*L
 			continue
 		}
 		n := len(cols[i].total)
+		p := buf[off:]
 		total := make([]kern.Moments, n)
-		ever := false
-		for r := range K {
-			p := recv[r*size+off:]
-			ever = ever || p[0] != 0
-			for k := range n {
-				total[k] = total[k].Merge(kern.Moments{N: p[1+3*k], Mean: p[2+3*k], M2: p[3+3*k]})
-			}
+		for k := range n {
+			total[k] = kern.Moments{N: p[3+3*k], Mean: p[4+3*k], M2: p[5+3*k]}
 		}
-		cols[i].total, cols[i].ever = total, ever
-		off += 1 + 3*n
+		cols[i].total, cols[i].ever = total, p[0] != 0
+		off += 3 + 3*n
 	}
 	return nil
 }

@@ -144,7 +144,9 @@ type syncConfig struct {
 	hash    float64 // keyHash(key)
 
 	send, recv []float64
+	hdr        [headerLen]float64 // this rank's forward header
 	merged     []kern.Moments
+	ghostTotal float64 // the global batch of the ghost layer's last placement
 }
 
 // setup validates the synchronization options of a layer named name
@@ -207,47 +209,97 @@ const (
 	ghostHeader = 1          // header-only exchange for ghost layers
 )
 
-// reduceMoments all-gathers the local moments (nseg·C) and returns the
-// global ones, merged in rank order, and the global number of segments.
+// The forward's header travels as moment triples in the same Moments
+// all-reduce as the statistics, so that checking it costs no collective.
+// A value every rank must agree on goes as (1, v, 0): the merge of K such
+// triples is (K, v, 0) bit for bit if they all equal v, and has M2 > 0 if
+// any differs (two unequal integers below 2⁵² differ by ≥ 1, and M2 never
+// decreases along a merge). An integer to be summed over the ranks goes as
+// (v, 0, 0): counts add exactly. Only when a check fails (every rank sees
+// the same merged bits, so all of them) do the ranks all-gather their
+// headers to say which rank differs and how.
+const (
+	hdrTriples = 11 // tag, key hash, C, segments, step, update, segment-map hash, ghost total; ΣN, Σoffset, ΣN·(K−1−r)
+	hdrEqual   = 8  // the first hdrEqual triples must agree on every rank
+)
+
+// reduceMoments reduces the local moments (nseg·C) to the global ones with
+// one Moments all-reduce and returns them.
 //
 // N and off are the local batch size and, for ghost layers, the offset of
-// this rank's samples in the global batch; ghost layers check that every
-// rank's offset is the sum of the sizes of the ranks before it.
+// this rank's samples in the global batch; ghost layers check that the
+// ranks' batches tile the global batch in rank order.
 func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, sm *SegmentMap, C, N, off int, mode Mode) ([]kern.Moments, error) {
 	nseg := len(sm.Norm)
 	ctx, cancel := sc.context()
 	defer cancel()
-	K := sc.comm.Size()
+	K, me := sc.comm.Size(), sc.comm.Rank()
 	step := float64(l.calls)
-	n := headerLen + 3*nseg*C
+	total := 0.0
+	if l.cfg.ghost > 0 {
+		total = sc.ghostTotal
+	}
+	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off), float64(mode), updates(l, mode), sm.hash()}
+	h := &sc.hdr
+	n := 3 * (hdrTriples + nseg*C)
 	sc.send = grow(sc.send, n)
-	copy(sc.send, []float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off), float64(mode), updates(l, mode), sm.hash()})
-	p := sc.send[headerLen:]
+	p := sc.send
+	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9], total} {
+		p[3*i], p[3*i+1], p[3*i+2] = 1, v, 0
+	}
+	for i, v := range [hdrTriples - hdrEqual]float64{float64(N), float64(off), float64(N * (K - 1 - me))} {
+		j := 3 * (hdrEqual + i)
+		p[j], p[j+1], p[j+2] = v, 0, 0
+	}
+	p = p[3*hdrTriples:]
 	for i, m := range moms[:nseg*C] {
 		p[3*i], p[3*i+1], p[3*i+2] = m.N, m.Mean, m.M2
 	}
-	sc.recv = grow(sc.recv, K*n)
-	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.send), collective.Float64s(sc.recv), nil); err != nil {
+	if err := sc.comm.AllReduce(ctx, collective.Float64s(sc.send), collective.Moments); err != nil {
 		return nil, sc.fail(l, "forward", step, err)
 	}
+	q := sc.send
+	agree := true
+	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9], total} {
+		agree = agree && q[3*i] == float64(K) && q[3*i+1] == v && q[3*i+2] == 0
+	}
+	sumN, sumOff, wantOff := q[3*hdrEqual], q[3*hdrEqual+3], q[3*hdrEqual+6]
+	if agree && l.cfg.ghost > 0 && (sumN != total || sumOff != wantOff) {
+		agree = false
+	}
+	if !agree {
+		return nil, sc.diagnose(ctx, l, C, nseg, step)
+	}
 	sc.merged = grow(sc.merged, nseg*C)
-	clear(sc.merged)
-	sum := 0.0
-	for r := range K {
-		q := sc.recv[r*n : (r+1)*n]
-		if err := sc.checkHeader(l, q[:headerLen], r, C, nseg, step, tagForward); err != nil {
-			return nil, err
-		}
-		if l.cfg.ghost > 0 && q[6] != sum {
-			return nil, fmt.Errorf("%w: ghost layer %q: rank %d places its batch at offset %v of the global batch, but the ranks before it hold %v samples: the per-rank batch sizes changed since this op's first run (use one graph per batch size on every rank)", ErrSync, sc.key, r, q[6], sum)
-		}
-		sum += q[5]
-		q = q[headerLen:]
-		for i := range sc.merged {
-			sc.merged[i] = sc.merged[i].Merge(kern.Moments{N: q[3*i], Mean: q[3*i+1], M2: q[3*i+2]})
-		}
+	q = q[3*hdrTriples:]
+	for i := range sc.merged {
+		sc.merged[i] = kern.Moments{N: q[3*i], Mean: q[3*i+1], M2: q[3*i+2]}
 	}
 	return sc.merged, nil
+}
+
+// diagnose runs after a forward whose merged header shows that the ranks
+// disagree (every rank sees it, from the same bits): the ranks all-gather
+// their headers and each finds which rank differs and how. It always
+// returns an error wrapping ErrSync.
+func (sc *syncConfig) diagnose(ctx context.Context, l *Layer, C, nseg int, step float64) error {
+	K := sc.comm.Size()
+	sc.recv = grow(sc.recv, K*headerLen)
+	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.hdr[:]), collective.Float64s(sc.recv), nil); err != nil {
+		return sc.fail(l, "forward (diagnosing a header mismatch)", step, err)
+	}
+	sum := 0.0
+	for r := range K {
+		q := sc.recv[r*headerLen : (r+1)*headerLen]
+		if err := sc.checkHeader(l, q, r, C, nseg, step, tagForward); err != nil {
+			return err
+		}
+		if l.cfg.ghost > 0 && q[6] != sum {
+			return fmt.Errorf("%w: ghost layer %q: rank %d places its batch at offset %v of the global batch, but the ranks before it hold %v samples: the per-rank batch sizes changed since this op's first run (use one graph per batch size on every rank)", ErrSync, sc.key, r, q[6], sum)
+		}
+		sum += q[5]
+	}
+	return fmt.Errorf("%w: layer %q (%d channels, %d segments, step %v) on rank %d: the ranks' forward headers disagree (the merged header shows it), but no rank's header differs from this rank's: the global batch of the ghost layer (%v samples) is not the one the ranks placed their samples in", ErrSync, sc.key, C, nseg, step, sc.comm.Rank(), sum)
 }
 
 // ghostOffsets exchanges the local batch sizes of a ghost layer and
@@ -258,9 +310,9 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int, mode Mode) (off, total in
 	defer cancel()
 	K := sc.comm.Size()
 	step := float64(l.calls)
-	sc.send = append(sc.send[:0], tagForward+ghostHeader, sc.hash, float64(C), -1, step, float64(N), -1, float64(mode), updates(l, mode), 0)
+	sc.hdr = [headerLen]float64{tagForward + ghostHeader, sc.hash, float64(C), -1, step, float64(N), -1, float64(mode), updates(l, mode), 0}
 	sc.recv = grow(sc.recv, K*headerLen)
-	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.send), collective.Float64s(sc.recv), nil); err != nil {
+	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.hdr[:]), collective.Float64s(sc.recv), nil); err != nil {
 		return 0, 0, sc.fail(l, "ghost placement", step, err)
 	}
 	for r := range K {
@@ -273,11 +325,12 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int, mode Mode) (off, total in
 		}
 		total += int(h[5])
 	}
+	sc.ghostTotal = float64(total)
 	return off, total, nil
 }
 
 func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step float64, tag int) error {
-	if h[0] != float64(tag) || h[1] != sc.hash || h[2] != float64(C) || (nseg >= 0 && h[3] != float64(nseg)) || h[4] != step || h[8] != sc.send[8] || h[9] != sc.send[9] {
+	if h[0] != float64(tag) || h[1] != sc.hash || h[2] != float64(C) || (nseg >= 0 && h[3] != float64(nseg)) || h[4] != step || h[8] != sc.hdr[8] || h[9] != sc.hdr[9] {
 		what := "ranks must apply the same synchronized layers in the same order, in modes that use batch statistics"
 		switch {
 		case h[0] != float64(tag):
@@ -288,10 +341,10 @@ func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step fl
 			what = fmt.Sprintf("rank %d's layer has %v channels", r, h[2])
 		case nseg >= 0 && h[3] != float64(nseg):
 			what = fmt.Sprintf("rank %d has %v segments (domain layers whose options differ between ranks?)", r, h[3])
-		case h[9] != sc.send[9]:
+		case h[9] != sc.hdr[9]:
 			what = fmt.Sprintf("rank %d maps its segments to other normalization sets, statistics groups or γ/β groups (domain layers whose switches differ between ranks?)", r)
-		case h[8] != sc.send[8]:
-			what = fmt.Sprintf("rank %d's layer is in mode %v, this rank's in mode %v: only some ranks would update the running statistics, which would then differ between ranks (set the same mode on every rank)", r, Mode(h[7]), Mode(sc.send[7]))
+		case h[8] != sc.hdr[8]:
+			what = fmt.Sprintf("rank %d's layer is in mode %v, this rank's in mode %v: only some ranks would update the running statistics, which would then differ between ranks (set the same mode on every rank)", r, Mode(h[7]), Mode(sc.hdr[7]))
 		case h[4] != step:
 			what = fmt.Sprintf("rank %d is at step %v of this layer: a rank ran this layer with batch statistics more often (a forward in Train on one rank only, or EmptyStep not called for every step)", r, h[4])
 		}

@@ -58,7 +58,11 @@ func (c *countingComm) take() map[string]int {
 }
 
 func (c *countingComm) AllReduce(ctx context.Context, buf collective.Buffer, op collective.ReduceOp) error {
-	c.add("AllReduce")
+	if op == collective.Moments {
+		c.add("Moments")
+	} else {
+		c.add("AllReduce")
+	}
 	return c.Communicator.AllReduce(ctx, buf, op)
 }
 
@@ -349,7 +353,7 @@ func TestSyncBNCollectivesPerStep(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := map[string]int{"AllGather": layers}
+		want := map[string]int{"Moments": layers}
 		if bwd {
 			want["AllReduce"] = layers
 		}
