@@ -4,13 +4,14 @@ package bn
 // of a communicator group.
 //
 // Forward: every rank computes the moments (n, mean, M2) of its own samples
-// per segment and channel; one all-gather brings everybody's to everybody,
-// and each rank merges them in rank order with Chan's rule — the same
-// float64 operations in the same order on every rank, so the statistics,
-// the outputs' normalization and the running statistics are bitwise equal
-// everywhere. Backward: the two per-channel sums Σdy and Σdy·(x−μ) are
-// all-reduced (SUM) in one collective; dγ and dβ stay local (the
-// data-parallel gradient reduction sums them once). Eval and frozen modes do
+// per segment and channel; one all-reduce whose operator is Chan's merge
+// (collective.Moments) gives every rank the moments of the union — O(C)
+// values per rank whatever the number of ranks, merged in an order fixed by
+// the communicator, so the statistics, the outputs' normalization and the
+// running statistics are bitwise equal everywhere. Backward: the two
+// per-channel sums Σdy and Σdy·(x−μ) are all-reduced (SUM) in one
+// collective; dγ and dβ stay local (the data-parallel gradient reduction
+// sums them once). Eval and frozen modes do
 // no communication.
 //
 // Ghost layers normalize over the ghost groups of the concatenated global
@@ -20,10 +21,11 @@ package bn
 // Layers are matched across ranks by an explicit key (WithSyncKey, or the
 // layer's name), never by the order they are created in. Every payload
 // carries a small header (key hash, channels, segments, step, batch size
-// and offset, mode, segment-map hash) that every rank checks, so ranks that
-// disagree — another layer at this point, other channel counts, one rank
-// updating the running statistics and another not, domain layers with
-// other switches — get ErrSync instead of wrong numbers. A wait that ends
+// and offset, mode, segment-map hash) that every rank checks (in the
+// forward as moment triples of the same all-reduce: see hdrTriples), so
+// ranks that disagree — another layer at this point, other channel counts,
+// one rank updating the running statistics and another not, domain layers
+// with other switches — get ErrSync instead of wrong numbers. A wait that ends
 // at the sync timeout says which layer, step and collective it waited in,
 // which ranks had arrived where the communicator knows, and the likely
 // causes. A rank with an empty batch still takes part (EmptyStep); a

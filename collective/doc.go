@@ -1,7 +1,11 @@
 // Package collective is the communication layer of distributed batch
 // normalization: the Communicator interface, with the collective
 // operations SyncBN and PreciseBN need (all-reduce, all-gather, broadcast,
-// all-to-all, barrier, split), and an in-process backend.
+// all-to-all, barrier, split), and an in-process backend. Besides sums,
+// maxima and minima, AllReduce merges statistics: with the Moments op the
+// buffer holds (n, mean, M2) triples, merged with Chan's rule in an order
+// fixed by the backend, so a synchronized batch norm exchanges O(C) values
+// per rank however many ranks there are.
 //
 // Backends:
 //

@@ -267,7 +267,7 @@ func Catalogue() []Case {
 				}
 				return bn.EmptyStep([]*bn.Layer{l}, true)
 			}},
-		{Name: "a rank skips the backward (forward-only graph)", Want: all([]error{bn.ErrSync, collective.ErrMismatch}), Expect: "ErrSync wrapping ErrMismatch on every rank (all-gather met all-reduce)",
+		{Name: "a rank skips the backward (forward-only graph)", Want: all([]error{bn.ErrSync, collective.ErrMismatch}), Expect: "ErrSync wrapping ErrMismatch on every rank (the next forward's moments all-reduce met the backward's sum all-reduce)",
 			Run: func(e Env) error {
 				nt, err := newNet(int64(e.Rank), 4, e.Rank != 0, layerSpec{"l", 2, []bn.Option{bn.WithCommunicator(e.Comm), bn.WithSyncTimeout(e.Timeout)}})
 				if err != nil {
