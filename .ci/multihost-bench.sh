@@ -6,8 +6,13 @@
 #     ranks on one host (shared memory) for comparison;
 #   - internal/mpitest's BenchmarkSyncBN (32×64×32×32 float32 per rank,
 #     SyncBN vs plain BN) over 2 hosts × 1 rank, and over 2 ranks on one host.
-# Raw outputs: benchdata/multihost-allreduce.txt, benchdata/multihost-syncbn.txt
-# (arguments: allreduce, syncbn or both, the default).
+#   - collective/mpi's BenchmarkMoments (a synchronized layer's forward
+#     exchange, C = 64 / 512 / 2048: the all-gather merged in rank order vs
+#     the Moments all-reduce by its automatic path, reduce + broadcast and
+#     MPI_Iallreduce) over 4 hosts × 1 rank (argument moments only).
+# Raw outputs: benchdata/multihost-allreduce.txt, benchdata/multihost-syncbn.txt,
+# benchdata/scale-multihost-moments.txt (arguments: allreduce, syncbn,
+# moments; default allreduce syncbn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/local/go/bin:$PATH
@@ -63,6 +68,13 @@ if [[ $what == *allreduce* ]]; then {
 	onehost 4 "$work/mpi.test" "${small[@]}"
 	onehost 4 "$work/mpi.test" "${large[@]}"
 } 2>&1 | tee benchdata/multihost-allreduce.txt; fi
+
+moments=(-test.run '^$' -test.bench 'Moments' -test.benchtime 300x -test.count 5)
+if [[ $what == *moments* ]]; then {
+	header "collective/mpi BenchmarkMoments: all-gather + rank-order merge vs the Moments all-reduce (auto, reduce+bcast, MPI_Iallreduce)"
+	echo "## 4 hosts × 1 rank, TCP"
+	across 4 "$work/mpi.test" "${moments[@]}"
+} 2>&1 | tee benchdata/scale-multihost-moments.txt; fi
 
 syncbn=(-test.run '^$' -test.bench SyncBN -test.benchtime 20x -test.count 9)
 if [[ $what == *syncbn* ]]; then {
