@@ -148,7 +148,6 @@ type syncConfig struct {
 	send, recv []float64
 	hdr        [headerLen]float64 // this rank's forward header
 	merged     []kern.Moments
-	ghostTotal float64 // the global batch of the ghost layer's last placement
 }
 
 // setup validates the synchronization options of a layer named name
@@ -221,8 +220,8 @@ const (
 // the same merged bits, so all of them) do the ranks all-gather their
 // headers to say which rank differs and how.
 const (
-	hdrTriples = 11 // tag, key hash, C, segments, step, update, segment-map hash, ghost total; ΣN, Σoffset, ΣN·(K−1−r)
-	hdrEqual   = 8  // the first hdrEqual triples must agree on every rank
+	hdrTriples = 10 // tag, key hash, C, segments, step, update, segment-map hash; ΣN, Σoffset, ΣN·(K−1−r)
+	hdrEqual   = 7  // the first hdrEqual triples must agree on every rank
 )
 
 // reduceMoments reduces the local moments (nseg·C) to the global ones with
@@ -237,16 +236,12 @@ func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, sm *SegmentMa
 	defer cancel()
 	K, me := sc.comm.Size(), sc.comm.Rank()
 	step := float64(l.calls)
-	total := 0.0
-	if l.cfg.ghost > 0 {
-		total = sc.ghostTotal
-	}
 	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off), float64(mode), updates(l, mode), sm.hash()}
 	h := &sc.hdr
 	n := 3 * (hdrTriples + nseg*C)
 	sc.send = grow(sc.send, n)
 	p := sc.send
-	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9], total} {
+	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9]} {
 		p[3*i], p[3*i+1], p[3*i+2] = 1, v, 0
 	}
 	for i, v := range [hdrTriples - hdrEqual]float64{float64(N), float64(off), float64(N * (K - 1 - me))} {
@@ -262,11 +257,12 @@ func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, sm *SegmentMa
 	}
 	q := sc.send
 	agree := true
-	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9], total} {
+	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9]} {
 		agree = agree && q[3*i] == float64(K) && q[3*i+1] == v && q[3*i+2] == 0
 	}
-	sumN, sumOff, wantOff := q[3*hdrEqual], q[3*hdrEqual+3], q[3*hdrEqual+6]
-	if agree && l.cfg.ghost > 0 && (sumN != total || sumOff != wantOff) {
+	// Ranks whose batches tile the global batch in rank order, off_r =
+	// Σ_{s<r} N_s, have Σ_r off_r = Σ_s N_s·(K−1−s) (exact integer sums).
+	if sumOff, wantOff := q[3*hdrEqual+3], q[3*hdrEqual+6]; l.cfg.ghost > 0 && sumOff != wantOff {
 		agree = false
 	}
 	if !agree {
@@ -301,7 +297,7 @@ func (sc *syncConfig) diagnose(ctx context.Context, l *Layer, C, nseg int, step 
 		}
 		sum += q[5]
 	}
-	return fmt.Errorf("%w: layer %q (%d channels, %d segments, step %v) on rank %d: the ranks' forward headers disagree (the merged header shows it), but no rank's header differs from this rank's: the global batch of the ghost layer (%v samples) is not the one the ranks placed their samples in", ErrSync, sc.key, C, nseg, step, sc.comm.Rank(), sum)
+	return fmt.Errorf("%w: layer %q (%d channels, %d segments, step %v) on rank %d: the merged forward headers show that the ranks disagree, but the gathered headers do not say how", ErrSync, sc.key, C, nseg, step, sc.comm.Rank())
 }
 
 // ghostOffsets exchanges the local batch sizes of a ghost layer and
@@ -327,7 +323,6 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int, mode Mode) (off, total in
 		}
 		total += int(h[5])
 	}
-	sc.ghostTotal = float64(total)
 	return off, total, nil
 }
 

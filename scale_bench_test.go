@@ -28,7 +28,7 @@ import (
 // from the cost model of a distributed run of each exchange (see README,
 // "Scale"): recvB/rank, the bytes the busiest rank receives (all-gather:
 // (P−1)·(10+3C)·8; reduce + broadcast over a binomial tree: ⌈log₂P⌉·
-// (33+3C)·8), and merges/rank, the Chan merges of channel triples it
+// (30+3C)·8), and merges/rank, the Chan merges of channel triples it
 // computes ((P−1)·C; ⌈log₂P⌉·C). The all-gather is only run where every
 // rank's receive buffer fits (P²·(10+3C)·8 ≤ 256 MiB in all).
 //

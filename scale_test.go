@@ -247,3 +247,47 @@ func TestReduceMomentsHeaderMean(t *testing.T) {
 		require.Contains(t, err.Error(), "is at step", "rank %d", r)
 	}
 }
+
+// TestGhostTwoApplies: one ghost layer applied twice in a graph to inputs
+// whose per-rank batch sizes differ (each op places its samples once in its
+// own global batch), run for several steps: every later step passes the
+// placement check, and the ranks' running statistics are bitwise equal.
+func TestGhostTwoApplies(t *testing.T) {
+	const C = 2
+	sizes := [][]int{{4, 2}, {4, 4}} // [apply][rank]
+	var mu sync.Mutex
+	rms := make([][]float64, 2)
+	errs := syncRanks(t, 2, func(r int, c collective.Communicator) error {
+		rng := rand.New(rand.NewSource(int64(r)))
+		g := gorgonia.NewGraph()
+		l, err := New(g, C, tensor.Float64, WithName("ghost"), WithCommunicator(c), WithGhostBatch(2))
+		if err != nil {
+			return err
+		}
+		for a := range sizes {
+			n := sizes[a][r]
+			x := gorgonia.NewTensor(g, tensor.Float64, 2, gorgonia.WithShape(n, C),
+				gorgonia.WithValue(tensor.New(tensor.WithShape(n, C), tensor.WithBacking(randn(rng, n*C, 1, 2)))))
+			if _, err := l.Apply(x); err != nil {
+				return err
+			}
+		}
+		m := gorgonia.NewTapeMachine(g)
+		defer m.Close()
+		for step := range 3 {
+			m.Reset()
+			if err := m.RunAll(); err != nil {
+				return fmt.Errorf("step %d: %w", step, err)
+			}
+		}
+		rm, _ := l.RunningStats()
+		mu.Lock()
+		rms[r] = rm
+		mu.Unlock()
+		return nil
+	})
+	for r, err := range errs {
+		require.NoError(t, err, "rank %d", r)
+	}
+	require.Equal(t, rms[0], rms[1])
+}
