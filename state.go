@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -193,4 +194,47 @@ func floats(v gorgonia.Value) ([]float64, error) {
 		return append([]float64(nil), s...), nil
 	}
 	return nil, fmt.Errorf("%w: %v", ErrDtype, v.Dtype())
+}
+
+// SetAffine sets γ and β from tensors of the layer's dtype (ErrDtype) and
+// the shape of Gamma() — (C), or (groups, C) for per-group γ/β — (ErrShape),
+// with finite values (ErrState), for parameters that come from elsewhere
+// (another framework, a hand-made initialization). The values are copied
+// into the layer's γ and β tensors in place, so every graph that shares
+// them (Layer.In) sees them; a layer without affine parameters is
+// ErrOption. On error nothing changes.
+func (l *Layer) SetAffine(gamma, beta tensor.Tensor) error {
+	if l == nil || l.gamma == nil {
+		return fmt.Errorf("%w: SetAffine on a layer without γ and β (WithAffine(false))", ErrOption)
+	}
+	want := l.gamma.Shape()
+	var vals [2][]float64
+	for i, t := range []tensor.Tensor{gamma, beta} {
+		name := [2]string{"γ", "β"}[i]
+		if t == nil {
+			return fmt.Errorf("%w: SetAffine: nil %s", ErrShape, name)
+		}
+		if t.Dtype() != l.dt {
+			return fmt.Errorf("%w: SetAffine: %s is %v, layer %s is %v", ErrDtype, name, t.Dtype(), l.cfg.name, l.dt)
+		}
+		if !slices.Equal(t.Shape(), want) {
+			return fmt.Errorf("%w: SetAffine: %s has shape %v, layer %s wants %v", ErrShape, name, t.Shape(), l.cfg.name, want)
+		}
+		v, err := floats(t)
+		if err != nil {
+			return err
+		}
+		if j := nonFinite(v); j >= 0 {
+			return fmt.Errorf("%w: SetAffine: %s[%d] is %v", ErrState, name, j, v[j])
+		}
+		vals[i] = v
+	}
+	gt, ok1 := l.gamma.Value().(tensor.Tensor)
+	bt, ok2 := l.beta.Value().(tensor.Tensor)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("%w: the layer's γ or β has no tensor value", ErrState)
+	}
+	setFloats(gt, vals[0])
+	setFloats(bt, vals[1])
+	return nil
 }
