@@ -469,7 +469,7 @@ func checkPrecise(ctx context.Context, layers []Normalizer, run BatchFunc, opt *
 			continue
 		}
 		for _, o := range ls {
-			if o == l {
+			if o.layerState == l.layerState { // the same layer, or its copy in another graph (In)
 				bad("layer %s listed twice", o.Name())
 			}
 		}
