@@ -68,6 +68,7 @@ type config struct {
 	affine, track bool
 	ghost         int
 	name          string
+	autoName      bool // name made up by New (no WithName): not a sync key
 	reuse         bool
 	sync          *syncConfig
 }
@@ -319,7 +320,7 @@ func newLayer(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, 
 		l.affGroups = groups
 	}
 	if l.cfg.name == "" {
-		l.cfg.name = fmt.Sprintf("bn%d", l.id)
+		l.cfg.name, l.cfg.autoName = fmt.Sprintf("bn%d", l.id), true
 	}
 	l.rmean = make([]float64, groups*channels)
 	l.rvar = make([]float64, groups*channels)
