@@ -9,6 +9,7 @@ package bn
 // counters, mode and synchronization (one owner, whichever graph runs).
 
 import (
+	"context"
 	"fmt"
 	"weak"
 
@@ -86,4 +87,44 @@ func (l *Layer) copiesLocked() []*Layer {
 	clear(l.family[len(live):])
 	l.family = live
 	return out
+}
+
+// BySize returns a BatchFunc (for Precise, AdaBN or a loop of one's own)
+// over batches whose sizes differ — typically a last, partial batch — when
+// a Gorgonia graph has one batch size: size(ctx, i) returns the number of
+// samples of batch i, or io.EOF after the last batch; build(n) is called
+// the first time a batch of n samples comes, and returns the function that
+// runs a batch of n samples (load batch i, run the graph of batch n, return
+// n). Build each size's forward graph over the model's layers' copies
+// (Layer.In), which share their statistics, mode and γ/β: Precise, given the
+// original layers, then sees the batches of every size.
+//
+// A batch of one sample is ErrTooFewValues for a layer over (N, C) inputs
+// (one value per channel); let size end the data before it. The returned
+// function is not safe for concurrent use.
+func BySize(size func(ctx context.Context, i int) (int, error), build func(n int) (BatchFunc, error)) BatchFunc {
+	runs := map[int]BatchFunc{}
+	return func(ctx context.Context, i int) (int, error) {
+		if size == nil || build == nil {
+			return 0, fmt.Errorf("%w: BySize: nil size or build function", ErrOption)
+		}
+		n, err := size(ctx, i)
+		if err != nil {
+			return 0, err
+		}
+		if n < 1 {
+			return 0, fmt.Errorf("%w: BySize: batch %d has %d samples", ErrOption, i, n)
+		}
+		run, ok := runs[n]
+		if !ok {
+			if run, err = build(n); err != nil {
+				return 0, fmt.Errorf("bn: building the graph for batches of %d: %w", n, err)
+			}
+			if run == nil {
+				return 0, fmt.Errorf("%w: BySize: build(%d) returned no function", ErrOption, n)
+			}
+			runs[n] = run
+		}
+		return run(ctx, i)
+	}
 }
