@@ -11,7 +11,11 @@ package bn
 
 import (
 	"fmt"
+	"hash"
 	"math"
+
+	"github.com/chewxy/hm"
+	"github.com/gorgonia-bn/bn/internal/kern"
 
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -143,15 +147,12 @@ func FoldedConv2d(x *gorgonia.Node, l *Layer, w, b tensor.Tensor, kernel tensor.
 		return nil, err
 	}
 	g := x.Graph()
-	C := l.c
 	wn := gorgonia.NewTensor(g, l.dt, 4, gorgonia.WithShape(wf.Shape()...), gorgonia.WithValue(wf), gorgonia.WithName(l.cfg.name+".folded_weight"))
-	bf.Reshape(1, C, 1, 1)
-	bn := gorgonia.NewTensor(g, l.dt, 4, gorgonia.WithShape(1, C, 1, 1), gorgonia.WithValue(bf), gorgonia.WithName(l.cfg.name+".folded_bias"))
 	h, err := gorgonia.Conv2d(x, wn, kernel, pad, stride, dilation)
 	if err != nil {
 		return nil, fmt.Errorf("fold: conv: %w", err)
 	}
-	return gorgonia.BroadcastAdd(h, bn, nil, []byte{0, 2, 3})
+	return addBias(h, l, bf)
 }
 
 // FoldedLinear builds, in x's graph, x·W' + b' for x (N, in), the weights
@@ -170,13 +171,120 @@ func FoldedLinear(x *gorgonia.Node, l *Layer, w, b tensor.Tensor) (*gorgonia.Nod
 		return nil, err
 	}
 	g := x.Graph()
-	C := l.c
 	wn := gorgonia.NewMatrix(g, l.dt, gorgonia.WithShape(wf.Shape()...), gorgonia.WithValue(wf), gorgonia.WithName(l.cfg.name+".folded_weight"))
-	bf.Reshape(1, C)
-	bn := gorgonia.NewMatrix(g, l.dt, gorgonia.WithShape(1, C), gorgonia.WithValue(bf), gorgonia.WithName(l.cfg.name+".folded_bias"))
 	h, err := gorgonia.Mul(x, wn)
 	if err != nil {
 		return nil, fmt.Errorf("fold: linear: %w", err)
 	}
-	return gorgonia.BroadcastAdd(h, bn, nil, []byte{0})
+	return addBias(h, l, bf)
+}
+
+// addBias returns h + b per channel (axis 1) through biasOp.
+func addBias(h *gorgonia.Node, l *Layer, b *tensor.Dense) (*gorgonia.Node, error) {
+	b.Reshape(l.c)
+	bn := gorgonia.NewVector(h.Graph(), l.dt, gorgonia.WithShape(l.c), gorgonia.WithValue(b), gorgonia.WithName(l.cfg.name+".folded_bias"))
+	if h.Dims() < 2 || h.Dims() > 5 || h.Shape()[1] != l.c {
+		return nil, fmt.Errorf("%w: fold: output of shape %v, want (N, %d, …)", ErrShape, h.Shape(), l.c)
+	}
+	return gorgonia.ApplyOp(&biasOp{c: l.c, dt: l.dt, rank: h.Dims(), id: opIDs.Add(1)}, h, bn)
+}
+
+// biasOp is y = x + b[c] for x of shape (N, C, …): the folded layer's bias,
+// one pass with the BN apply kernel (scale 1, shift b), in float64 rounded
+// once. It is for inference graphs: the gradient passes to x (dy/dx = 1,
+// for gradients with respect to the input), the bias is a constant.
+type biasOp struct {
+	goOp
+	c, rank int
+	dt      tensor.Dtype
+	id      uint64
+	plan    any // *kern.Plan[T]
+	one     []float64
+	zero    []float64
+	shift   []float64
+}
+
+func (op *biasOp) Arity() int { return 2 }
+func (op *biasOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	x := gorgonia.TensorType{Dims: op.rank, Of: a}
+	return hm.NewFnType(x, gorgonia.TensorType{Dims: 1, Of: a}, x)
+}
+func (op *biasOp) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	s, err := firstShape(op, in)
+	if err != nil {
+		return nil, err
+	}
+	if len(s) != op.rank || s[1] != op.c {
+		return nil, fmt.Errorf("%w: folded bias: input of shape %v, want rank %d with %d channels", ErrShape, s, op.rank, op.c)
+	}
+	return s, nil
+}
+
+// DiffWRT: x only (the bias is a constant of the inference graph).
+func (op *biasOp) DiffWRT(int) []bool { return []bool{true, false} }
+
+// SymDiff returns dx = dy.
+func (op *biasOp) SymDiff(inputs gorgonia.Nodes, output, grad *gorgonia.Node) (gorgonia.Nodes, error) {
+	return gorgonia.Nodes{grad, nil}, nil
+}
+
+func (op *biasOp) WriteHash(h hash.Hash) { fmt.Fprintf(h, "bn.FoldedBias/%d", op.id) }
+func (op *biasOp) Hashcode() uint32      { return hashOf(op) }
+func (op *biasOp) String() string        { return "FoldedBias" }
+
+// Do computes x + b per channel into a new tensor.
+func (op *biasOp) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	if len(in) != 2 {
+		return nil, fmt.Errorf("%w: folded bias takes 2 inputs, got %d", ErrShape, len(in))
+	}
+	x, ok := in[0].(tensor.Tensor)
+	if !ok || x.Dtype() != op.dt || in[1].Dtype() != op.dt {
+		return nil, fmt.Errorf("%w: folded bias: inputs %T of %v and %v, want %v", ErrDtype, in[0], in[0].Dtype(), in[1].Dtype(), op.dt)
+	}
+	s := x.Shape()
+	if len(s) != op.rank || s[1] != op.c || in[1].Shape().TotalSize() != op.c {
+		return nil, fmt.Errorf("%w: folded bias: input %v and bias %v for %d channels", ErrShape, s, in[1].Shape(), op.c)
+	}
+	b, err := floats(in[1])
+	if err != nil {
+		return nil, err
+	}
+	if len(op.one) != op.c {
+		op.one, op.zero = make([]float64, op.c), make([]float64, op.c)
+		for i := range op.one {
+			op.one[i] = 1
+		}
+	}
+	op.shift = b
+	y := tensor.New(tensor.Of(op.dt), tensor.WithShape(s.Clone()...))
+	N, C, S := layoutOf(s)
+	lay := kern.Layout{N: N, C: C, S: S, NSeg: 1}
+	if op.dt == tensor.Float32 {
+		err = biasApply[float32](op, lay, x, y)
+	} else {
+		err = biasApply[float64](op, lay, x, y)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return y, nil
+}
+
+func biasApply[T kern.Float](op *biasOp, lay kern.Layout, x, y tensor.Tensor) error {
+	xs, err := data[T](x)
+	if err != nil {
+		return err
+	}
+	ys, err := data[T](y)
+	if err != nil {
+		return err
+	}
+	p, ok := op.plan.(*kern.Plan[T])
+	if !ok || p.Layout().N != lay.N || p.Layout().S != lay.S {
+		p = kern.NewPlan[T](lay, 0)
+		op.plan = p
+	}
+	p.Apply(xs, nil, ys, op.zero, nil, op.one, op.shift)
+	return nil
 }

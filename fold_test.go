@@ -178,3 +178,37 @@ func TestFoldMisuse(t *testing.T) {
 		t.Errorf("4-D linear weights: %v", err)
 	}
 }
+
+// TestFoldedGradient: the folded bias passes the gradient to the input
+// (dy/dx = 1; e.g. for input gradients of a deployed model): the gradient of
+// Σ(x·W' + b') with respect to x is W”s row sums.
+func TestFoldedGradient(t *testing.T) {
+	g := gorgonia.NewGraph()
+	rng := rand.New(rand.NewSource(2))
+	l := trainedLayer(t, rng, g, 2, tensor.Float64)
+	x := gorgonia.NewMatrix(g, tensor.Float64, gorgonia.WithShape(3, 4), gorgonia.WithValue(randDense(rng, tensor.Float64, 1, 0, 3, 4)))
+	w := randDense(rng, tensor.Float64, 1, 0, 4, 2)
+	y, err := FoldedLinear(x, l, w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grads, err := gorgonia.Grad(gorgonia.Must(gorgonia.Sum(y)), x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := gorgonia.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	wf, _, _ := FoldWeights(l, w, nil, 1)
+	wv := wf.Data().([]float64)
+	got := grads[0].Value().Data().([]float64)
+	for i := range 3 {
+		for j := range 4 {
+			if want := wv[2*j] + wv[2*j+1]; math.Abs(got[i*4+j]-want) > 1e-12 {
+				t.Errorf("dx[%d,%d] = %v, want %v", i, j, got[i*4+j], want)
+			}
+		}
+	}
+}
