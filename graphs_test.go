@@ -1,6 +1,8 @@
 package bn
 
 import (
+	"context"
+	"io"
 	"math"
 	"math/rand"
 	"testing"
@@ -127,6 +129,10 @@ func TestLayerIn(t *testing.T) {
 	// SetAffine and SetRunningStats through a copy reach the owner's graph.
 	require.NoError(t, g2.l.SetAffine(tensor.New(tensor.WithShape(C), tensor.WithBacking([]float64{2, 2, 2})), tensor.New(tensor.WithShape(C), tensor.WithBacking([]float64{0, 0, 0}))))
 	require.Equal(t, []float64{2, 2, 2}, l.Gamma().Value().Data().([]float64))
+
+	// A layer and its copy are one layer for Precise.
+	_, err = Precise(context.Background(), []Normalizer{l, g2.l}, func(context.Context, int) (int, error) { return 0, io.EOF }, PreciseOptions{Batches: 1})
+	require.ErrorIs(t, err, ErrOption)
 
 	// Misuse.
 	var nl *Layer
