@@ -91,6 +91,9 @@ type DataParallel struct {
 
 	b32 []float32
 	b64 []float64
+
+	bufRoot int      // SetBuffers: the rank whose running statistics win
+	bufs    []*Layer // SetBuffers: layers whose running statistics Step broadcasts
 }
 
 // NewDataParallel returns the data-parallel wrapper of the learnables
@@ -146,6 +149,11 @@ func (d *DataParallel) Broadcast(ctx context.Context, root int) error {
 			return fmt.Errorf("%w: data-parallel broadcast: rank %d has other learnables than rank %d (count, order, shapes or types differ)", ErrSync, r, d.comm.Rank())
 		}
 	}
+	if len(d.bufs) > 0 {
+		if err := d.BroadcastBuffers(ctx); err != nil {
+			return err
+		}
+	}
 	return d.each(ctx, "broadcast", func(n *gorgonia.Node) (gorgonia.Value, error) {
 		if v := n.Value(); v != nil {
 			return v, nil
@@ -154,6 +162,73 @@ func (d *DataParallel) Broadcast(ctx context.Context, root int) error {
 	}, func(ctx context.Context, b collective.Buffer) error {
 		return d.comm.Broadcast(ctx, b, root)
 	})
+}
+
+// SetBuffers makes Broadcast and every Step also copy the running
+// statistics and counters of layers from rank root to the other ranks
+// (PyTorch DDP's broadcast_buffers): after a Step every rank holds root's
+// running statistics, as if every rank had seen root's batches. It is for
+// layers that are not synchronized (SyncBN layers agree already), whose
+// ranks' running statistics otherwise part. Every rank must pass the same
+// layers (count, order, channels, groups) and root; no layers turns it
+// off. ErrOption for a root outside the group or a nil layer.
+func (d *DataParallel) SetBuffers(root int, layers ...Normalizer) error {
+	if K := d.comm.Size(); root < 0 || root >= K {
+		return fmt.Errorf("%w: buffer broadcast root %d outside the group of %d", ErrOption, root, K)
+	}
+	ls, err := convertible(layers, "SetBuffers")
+	if err != nil {
+		return err
+	}
+	d.bufRoot, d.bufs = root, ls
+	return nil
+}
+
+// BroadcastBuffers copies, now, the running statistics and counters of the
+// layers given to SetBuffers from its root to every rank: one all-gather
+// of a fingerprint of the layers (ranks whose layers differ get ErrSync)
+// and one broadcast of float64 values. Call it on every rank.
+func (d *DataParallel) BroadcastBuffers(ctx context.Context) error {
+	h := fnv.New64a()
+	n := 0
+	for _, l := range d.bufs {
+		fmt.Fprintf(h, "%d/%d;", l.c, l.groups)
+		n += 2*l.groups*l.c + l.groups
+	}
+	fp := float64(h.Sum64() % (1 << 52))
+	all := make([]float64, d.comm.Size())
+	if err := d.comm.AllGather(ctx, collective.Float64s([]float64{fp}), collective.Float64s(all), nil); err != nil {
+		return fmt.Errorf("%w: data-parallel buffer broadcast: %w", ErrSync, err)
+	}
+	for r, v := range all {
+		if v != fp {
+			return fmt.Errorf("%w: data-parallel buffer broadcast: rank %d has other BN layers than rank %d (count, order, channels or groups differ)", ErrSync, r, d.comm.Rank())
+		}
+	}
+	buf := make([]float64, 0, n)
+	for _, l := range d.bufs {
+		l.mu.Lock()
+		buf = append(append(buf, l.rmean...), l.rvar...)
+		for _, t := range l.tracked {
+			buf = append(buf, float64(t))
+		}
+		l.mu.Unlock()
+	}
+	if err := d.comm.Broadcast(ctx, collective.Float64s(buf), d.bufRoot); err != nil {
+		return fmt.Errorf("%w: data-parallel buffer broadcast: %w", ErrSync, err)
+	}
+	for _, l := range d.bufs {
+		k := l.groups * l.c
+		l.mu.Lock()
+		copy(l.rmean, buf[:k])
+		copy(l.rvar, buf[k:2*k])
+		for i := range l.tracked {
+			l.tracked[i] = int64(buf[2*k+i])
+		}
+		l.mu.Unlock()
+		buf = buf[2*k+l.groups:]
+	}
+	return nil
 }
 
 // ReduceGradients replaces every learnable's gradient by the sum (GradSum)
@@ -189,6 +264,9 @@ func (d *DataParallel) Step(ctx context.Context, solver gorgonia.Solver) error {
 	}
 	if err := solver.Step(gorgonia.NodesToValueGrads(d.params)); err != nil {
 		return fmt.Errorf("data-parallel solver step: %w", err)
+	}
+	if len(d.bufs) > 0 {
+		return d.BroadcastBuffers(ctx)
 	}
 	return nil
 }

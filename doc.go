@@ -32,6 +32,14 @@
 // environment variable BN_KERNELS=avx2 or BN_KERNELS=go caps the choice.
 // Results do not depend on the number of threads.
 //
+// After training: StateDict saves and loads a model's layers and weights
+// in safetensors under PyTorch's keys (PyTorch reads and writes the same
+// files); Layer.In puts a layer in another graph (another batch size, a
+// forward-only graph) sharing its parameters and statistics; FoldWeights,
+// FoldedConv2d and FoldedLinear fold an Eval layer into the conv or linear
+// layer before it; Sync and Unsync convert existing layers to SyncBN and
+// back.
+//
 // Errors are wrapped sentinels (ErrShape, ErrDtype, ErrTooFewValues,
 // ErrOption, ErrState, ErrSync, …). Gorgonia's machines hide wrapped
 // errors; use errors.Is(bn.Cause(err), bn.ErrTooFewValues) on the error of

@@ -7,6 +7,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"weak"
 
 	"github.com/chewxy/hm"
 	"github.com/gorgonia-bn/bn/internal/kern"
@@ -67,6 +68,7 @@ type config struct {
 	affine, track bool
 	ghost         int
 	name          string
+	autoName      bool // name made up by New (no WithName): not a sync key
 	reuse         bool
 	sync          *syncConfig
 }
@@ -206,6 +208,13 @@ type Layer struct {
 	// plain batch norm. affGroups is the number of sets of γ/β: 1 or groups.
 	groups, affGroups int
 
+	// The state below is shared by the layer's copies in other graphs
+	// (In): one owner, updated once per forward whichever graph runs.
+	*layerState
+}
+
+// layerState is what a layer and its copies in other graphs (In) share.
+type layerState struct {
 	mu      sync.Mutex
 	mode    Mode
 	rmean   []float64 // groups·C
@@ -215,6 +224,7 @@ type Layer struct {
 	obs     observer  // PreciseBN's collector, when active
 	seg     Segmenter // of the last ApplySegmented, for EmptyStep
 	per     []kern.Moments
+	family  []weak.Pointer[Layer] // the layer and its copies, for Sync (mu held)
 }
 
 // observer receives the merged batch moments (per group·C) of every forward
@@ -304,12 +314,13 @@ func newLayer(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, 
 		}
 		cfg.sync = &sc
 	}
-	l := &Layer{g: g, id: layerIDs.Add(1), c: channels, dt: dt, cfg: cfg, groups: groups, affGroups: 1}
+	l := &Layer{g: g, id: layerIDs.Add(1), c: channels, dt: dt, cfg: cfg, groups: groups, affGroups: 1, layerState: &layerState{}}
+	l.family = []weak.Pointer[Layer]{weak.Make(l)}
 	if affPerGroup {
 		l.affGroups = groups
 	}
 	if l.cfg.name == "" {
-		l.cfg.name = fmt.Sprintf("bn%d", l.id)
+		l.cfg.name, l.cfg.autoName = fmt.Sprintf("bn%d", l.id), true
 	}
 	l.rmean = make([]float64, groups*channels)
 	l.rvar = make([]float64, groups*channels)

@@ -74,6 +74,13 @@ func (l *Layer) BatchNorm() *Layer { return l }
 // the number of samples in the batch. It returns io.EOF when the data has
 // no batch i. (With PreciseOptions.Load, Load fetches batch i and run only
 // runs the forward of the batch Load fetched.)
+//
+// Run only the forward: a TapeMachine of a training graph also runs the
+// backward, which Precise does not need (and which, for synchronized
+// layers, communicates). Run a machine of the forward subgraph,
+// gorgonia.NewTapeMachine(g.SubgraphRoots(output)), or a forward graph
+// built over the layers' copies (Layer.In). Gorgonia graphs have one batch
+// size: for batches of several sizes (a last partial batch) see BySize.
 type BatchFunc func(ctx context.Context, i int) (samples int, err error)
 
 // PreciseOptions configure Precise. The zero value runs batches until 10⁴
@@ -122,7 +129,9 @@ type PreciseOptions struct {
 	Batches int
 	// Samples is the number of samples to see when Batches is 0 (default
 	// 10⁴, as the paper advises); with several ranks, of all ranks
-	// together.
+	// together. Data that ends first (io.EOF) is not an error: the
+	// statistics are those of all the data, and the report says so
+	// (PreciseReport.DataEnded, GlobalSamples).
 	Samples int
 	// Comm, if set, merges the statistics of the layers that are not
 	// synchronized across the ranks of the communicator at the end, and
@@ -165,6 +174,11 @@ type PreciseReport struct {
 	// with synchronized layers but no Comm: see PreciseOptions, the same
 	// as Samples on one process).
 	GlobalSamples int
+	// DataEnded is set when, running to a sample count (Samples), the
+	// data ended (io.EOF, on some rank) before Samples samples: the
+	// statistics are those of every sample there was, GlobalSamples of
+	// them, and Precise returns no error.
+	DataEnded bool
 	// Updated and NotReached name the layers whose statistics were replaced
 	// and those the forward never reached (left untouched).
 	Updated, NotReached []string
@@ -261,6 +275,7 @@ func Precise(ctx context.Context, layers []Normalizer, run BatchFunc, opt Precis
 		if opt.Batches > 0 {
 			return fmt.Errorf("%w: got %d of %d batches (%s ended)", ErrDataEnded, b, opt.Batches, who)
 		}
+		rep.DataEnded = true
 		return nil // running to a sample count: use what there is
 	}
 	b := 0 // the batch the ranks stopped at
@@ -469,7 +484,7 @@ func checkPrecise(ctx context.Context, layers []Normalizer, run BatchFunc, opt *
 			continue
 		}
 		for _, o := range ls {
-			if o == l {
+			if o.layerState == l.layerState { // the same layer, or its copy in another graph (In)
 				bad("layer %s listed twice", o.Name())
 			}
 		}

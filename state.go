@@ -5,13 +5,28 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
 
-// The layer state encoding, version 1. All integers and floats are
-// little-endian; floats are IEEE-754 float64 whatever the layer's dtype.
+const (
+	stateMagic   = "GBNS"
+	stateVersion = 1
+	stateHeader  = 24
+)
+
+// MarshalBinary encodes the state of this one layer — running statistics,
+// counters, γ and β — in this package's own format, version 1, which it
+// reads back bit for bit (UnmarshalBinary). For a model's checkpoint, and
+// for files PyTorch reads, use a StateDict (safetensors under PyTorch's
+// keys); MarshalBinary stays for the states already saved with it and for
+// float32 layers whose float64 running statistics must survive exactly
+// (a StateDict stores them in the layer's dtype, as PyTorch does).
+//
+// All integers and floats are little-endian; floats are IEEE-754 float64
+// whatever the layer's dtype:
 //
 //	offset  size  field
 //	0       4     magic "GBNS"
@@ -27,14 +42,8 @@ import (
 //	…       8·G·C running variance (unbiased)
 //	…       8·A·C γ, then 8·A·C β — only when affine
 //	end−4   4     CRC-32 (IEEE) of every preceding byte
-const (
-	stateMagic   = "GBNS"
-	stateVersion = 1
-	stateHeader  = 24
-)
-
-// MarshalBinary encodes the layer state: running statistics, counters, and
-// γ/β. See the format above; it is stable across versions of this package.
+//
+// The format is stable across versions of this package.
 func (l *Layer) MarshalBinary() ([]byte, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -118,23 +127,22 @@ func (l *Layer) UnmarshalBinary(b []byte) error {
 	if err := l.checkStats(mean, variance); err != nil {
 		return err
 	}
-	var gv, bv gorgonia.Value
+	var gam, bet []float64
 	if l.gamma != nil {
-		gam, bet := next(A*C), next(A*C)
+		gam, bet = next(A*C), next(A*C)
 		for i := range gam {
 			if math.IsNaN(gam[i]) || math.IsInf(gam[i], 0) || math.IsNaN(bet[i]) || math.IsInf(bet[i], 0) {
 				return fmt.Errorf("%w: γ/β of channel %d not finite", ErrState, i)
 			}
 		}
-		gv, bv = l.paramValue(gam), l.paramValue(bet)
-	}
-	if gv != nil {
-		if err := gorgonia.Let(l.gamma, gv); err != nil {
-			return fmt.Errorf("%w: setting γ: %v", ErrState, err)
+		gt, ok1 := l.gamma.Value().(tensor.Tensor)
+		bt, ok2 := l.beta.Value().(tensor.Tensor)
+		if !ok1 || !ok2 {
+			return fmt.Errorf("%w: the layer's γ or β has no tensor value", ErrState)
 		}
-		if err := gorgonia.Let(l.beta, bv); err != nil {
-			return fmt.Errorf("%w: setting β: %v", ErrState, err)
-		}
+		// In place: graphs that share γ and β (Layer.In) see the values.
+		setFloats(gt, gam)
+		setFloats(bt, bet)
 	}
 	l.mu.Lock()
 	copy(l.rmean, mean)
@@ -142,18 +150,6 @@ func (l *Layer) UnmarshalBinary(b []byte) error {
 	copy(l.tracked, tracked)
 	l.mu.Unlock()
 	return nil
-}
-
-func (l *Layer) paramValue(v []float64) gorgonia.Value {
-	shape := l.gamma.Shape().Clone()
-	if l.dt == tensor.Float32 {
-		f := make([]float32, len(v))
-		for i := range v {
-			f[i] = float32(v[i])
-		}
-		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(f))
-	}
-	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(append([]float64(nil), v...)))
 }
 
 func (l *Layer) flags() byte {
@@ -198,4 +194,47 @@ func floats(v gorgonia.Value) ([]float64, error) {
 		return append([]float64(nil), s...), nil
 	}
 	return nil, fmt.Errorf("%w: %v", ErrDtype, v.Dtype())
+}
+
+// SetAffine sets γ and β from tensors of the layer's dtype (ErrDtype) and
+// the shape of Gamma() — (C), or (groups, C) for per-group γ/β — (ErrShape),
+// with finite values (ErrState), for parameters that come from elsewhere
+// (another framework, a hand-made initialization). The values are copied
+// into the layer's γ and β tensors in place, so every graph that shares
+// them (Layer.In) sees them; a layer without affine parameters is
+// ErrOption. On error nothing changes.
+func (l *Layer) SetAffine(gamma, beta tensor.Tensor) error {
+	if l == nil || l.gamma == nil {
+		return fmt.Errorf("%w: SetAffine on a layer without γ and β (WithAffine(false))", ErrOption)
+	}
+	want := l.gamma.Shape()
+	var vals [2][]float64
+	for i, t := range []tensor.Tensor{gamma, beta} {
+		name := [2]string{"γ", "β"}[i]
+		if t == nil {
+			return fmt.Errorf("%w: SetAffine: nil %s", ErrShape, name)
+		}
+		if t.Dtype() != l.dt {
+			return fmt.Errorf("%w: SetAffine: %s is %v, layer %s is %v", ErrDtype, name, t.Dtype(), l.cfg.name, l.dt)
+		}
+		if !slices.Equal(t.Shape(), want) {
+			return fmt.Errorf("%w: SetAffine: %s has shape %v, layer %s wants %v", ErrShape, name, t.Shape(), l.cfg.name, want)
+		}
+		v, err := floats(t)
+		if err != nil {
+			return err
+		}
+		if j := nonFinite(v); j >= 0 {
+			return fmt.Errorf("%w: SetAffine: %s[%d] is %v", ErrState, name, j, v[j])
+		}
+		vals[i] = v
+	}
+	gt, ok1 := l.gamma.Value().(tensor.Tensor)
+	bt, ok2 := l.beta.Value().(tensor.Tensor)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("%w: the layer's γ or β has no tensor value", ErrState)
+	}
+	setFloats(gt, vals[0])
+	setFloats(bt, vals[1])
+	return nil
 }

@@ -46,6 +46,8 @@ type options struct {
 	dt                       tensor.Dtype // the element type -dtype names
 	trainSubset, testSubset  int
 	statBatches              []int
+
+	load string // -load: evaluate a saved model (save.go)
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -63,6 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.testSubset, "test-subset", 0, "number of test images used, the first ones of the file (0: all 10000)")
 	fs.IntVar(&o.evalBatch, "eval-batch", 500, "batch size of the evaluations with running statistics")
 	fs.StringVar(&o.dtype, "dtype", "float32", "element type: float32 or float64")
+	fs.StringVar(&o.load, "load", "", loadFlag)
 	stat := fs.String("stat-batches", "1,4,8,64", "comma-separated batch sizes for the evaluation with mini-batch statistics")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
@@ -98,6 +101,9 @@ func main() {
 // run loads the data, trains the four models, evaluates them and writes the
 // report to w and to the output folder.
 func run(ctx context.Context, o *options, w io.Writer) error {
+	if o.load != "" {
+		return evalSaved(ctx, o, w)
+	}
 	start := time.Now()
 	trainAll, testAll, err := mnist.Load(o.data)
 	if err != nil {
@@ -173,7 +179,7 @@ func run(ctx context.Context, o *options, w io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(w, "\nwrote %s, %s, %s\n", png, filepath.Join(o.out, "summary.md"), filepath.Join(o.out, "losses.csv"))
-	return nil
+	return saveModel(o.out, results, w)
 }
 
 // runName names a run in tables and plots.
