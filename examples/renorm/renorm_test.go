@@ -12,12 +12,13 @@ import (
 	"github.com/gorgonia-bn/bn/examples/internal/mnist/mnisttest"
 )
 
-// TestQuick runs the program with -quick (smaller: 2 seeds, 60 steps, 2000
-// training and 500 test images) and checks the table and the files.
+// TestQuick runs the program with -quick, shortened further (2 seeds, 30
+// steps, 2000 training and 200 test images), and checks the table and the
+// files.
 func TestQuick(t *testing.T) {
 	mnisttest.Load(t, 1, 1) // skips without MNIST
 	out := t.TempDir()
-	o, err := parseFlags([]string{"-quick", "-out", out}, io.Discard)
+	o, err := parseFlags([]string{"-quick", "-steps", "30", "-test-subset", "200", "-curve-test", "200", "-eval-batch", "100", "-out", out}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
