@@ -278,6 +278,24 @@ func TestMisuseReturnsTypedErrors(t *testing.T) {
 		{"New/momentum-NaN", func() error { _, err := New(g, 3, tensor.Float64, WithMomentum(math.NaN())); return err }, ErrOption},
 		{"New/momentum-Inf", func() error { _, err := New(g, 3, tensor.Float64, WithMomentum(math.Inf(-1))); return err }, ErrOption},
 		{"New/ghost-negative", func() error { _, err := New(g, 3, tensor.Float64, WithGhostBatch(-2)); return err }, ErrOption},
+		{"New/renorm-zero-config", renormNew(g, RenormConfig{}), ErrOption},
+		{"New/renorm-rmax-below-1", renormNew(g, RenormConfig{RMax: 0.5, DMax: 1}), ErrOption},
+		{"New/renorm-rmax-NaN", renormNew(g, RenormConfig{RMax: math.NaN(), DMax: 1}), ErrOption},
+		{"New/renorm-rmax-Inf", renormNew(g, RenormConfig{RMax: math.Inf(1), DMax: 1}), ErrOption},
+		{"New/renorm-dmax-negative", renormNew(g, RenormConfig{RMax: 2, DMax: -0.5}), ErrOption},
+		{"New/renorm-dmax-NaN", renormNew(g, RenormConfig{RMax: 2, DMax: math.NaN()}), ErrOption},
+		{"New/renorm-dmax-Inf", renormNew(g, RenormConfig{RMax: 2, DMax: math.Inf(1)}), ErrOption},
+		{"New/renorm-negative-warmup", renormNew(g, RenormConfig{RMax: 2, DMax: 1, Warmup: -1}), ErrOption},
+		{"New/renorm-negative-ramp", renormNew(g, RenormConfig{RMax: 2, DMax: 1, RMaxRamp: 5, DMaxRamp: -5}), ErrOption},
+		{"New/renorm-then-no-running-stats", renormNew(g, RenormConfig{RMax: 2, DMax: 1}, WithTrackRunningStats(false)), ErrOption},
+		{"New/no-running-stats-then-renorm", func() error {
+			_, err := New(g, 3, tensor.Float64, WithTrackRunningStats(false), WithRenorm(RenormConfig{RMax: 2, DMax: 1}))
+			return err
+		}, ErrOption},
+		{"NewGrouped/renorm-without-running-stats", func() error {
+			_, err := NewGrouped(g, 3, tensor.Float64, 2, true, WithRenorm(RenormConfig{RMax: 2, DMax: 1}), WithTrackRunningStats(false))
+			return err
+		}, ErrOption},
 		{"New/nil-graph", func() error { _, err := New(nil, 3, tensor.Float64); return err }, ErrOption},
 		{"New/channels-0", func() error { _, err := New(g, 0, tensor.Float64); return err }, ErrShape},
 		{"New/channels-above-MaxChannels", func() error { _, err := New(g, MaxChannels+1, tensor.Float64); return err }, ErrShape},
@@ -358,4 +376,12 @@ type edgeSegsPtr struct{ n int }
 
 func (f *edgeSegsPtr) Segments(n int, seg []int, m *SegmentMap) (int, error) {
 	return edgeSegs{f.n}.Segments(n, seg, m)
+}
+
+// renormNew returns a call of New with WithRenorm(rc) and then more.
+func renormNew(g *gorgonia.ExprGraph, rc RenormConfig, more ...Option) func() error {
+	return func() error {
+		_, err := New(g, 3, tensor.Float64, append([]Option{WithRenorm(rc)}, more...)...)
+		return err
+	}
 }

@@ -270,7 +270,11 @@ func (f *fwdOp) finishSums() ([]float64, error) {
 		a := s.sm.Aff[sg]
 		for c := range C {
 			i := sg*C + c
-			dg[a*C+c] += s.sums[i][1] * s.inv[i]
+			xh := s.sums[i][1] * s.inv[i] // Σdy·x̂
+			if len(s.ren) > 0 {           // Batch Renormalization: Σdy·(r·x̂ + d)
+				xh = s.ren[i][0]*xh + s.ren[i][1]*s.sums[i][0]
+			}
+			dg[a*C+c] += xh
 			db[a*C+c] += s.sums[i][0]
 		}
 	}

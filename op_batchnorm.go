@@ -71,6 +71,7 @@ type config struct {
 	autoName      bool // name made up by New (no WithName): not a sync key
 	reuse         bool
 	sync          *syncConfig
+	renorm        *RenormConfig // WithRenorm (renorm.go)
 }
 
 func defaults() config {
@@ -307,6 +308,9 @@ func newLayer(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, 
 			return nil, err
 		}
 	}
+	if err := cfg.checkRenorm(); err != nil {
+		return nil, err
+	}
 	if cfg.sync != nil {
 		sc := *cfg.sync // each layer its own buffers
 		if err := sc.setup(cfg.name, cfg.name != ""); err != nil {
@@ -520,9 +524,10 @@ type saved struct {
 	cnt   []float64      // per segment: global count
 	mean  []float64      // per segment·C
 	inv   []float64      // per segment·C: 1/√(var+ε)
-	gam   []float64      // per segment·C: γ
+	gam   []float64      // per segment·C: γ (γ·r with Batch Renormalization)
 	scale []float64      // per segment·C: γ·inv
-	shift []float64      // per segment·C: β
+	shift []float64      // per segment·C: β (β + γ·d with Batch Renormalization)
+	ren   [][2]float64   // per segment·C: Batch Renormalization's (r, d); empty: none (renorm.go)
 	sm    SegmentMap     // per segment: normalization set, statistics and γ/β groups
 	nm    []kern.Moments // per segment·C: moments of its normalization set
 	nmBuf []kern.Moments
@@ -947,6 +952,9 @@ func (op *fwdOp) statistics(shape tensor.Shape) error {
 			if na > 0 {
 				g, b = s.aff[a*C+c], s.aff[na+a*C+c]
 			}
+			if len(s.ren) > 0 { // Batch Renormalization: γ·r for γ, β + γ·d for β
+				g, b = g*s.ren[i][0], b+g*s.ren[i][1]
+			}
 			s.gam[i], s.scale[i], s.shift[i] = g, g*s.inv[i], b
 		}
 	}
@@ -960,6 +968,7 @@ func (s *saved) resize(nseg, C int) {
 	s.cnt = grow(s.cnt, nseg)
 	s.mean, s.inv, s.gam = grow(s.mean, k), grow(s.inv, k), grow(s.gam, k)
 	s.scale, s.shift = grow(s.scale, k), grow(s.shift, k)
+	s.ren = s.ren[:0]
 }
 
 // batchStats turns the (global) batch moments of each segment into the
@@ -988,6 +997,7 @@ func (l *Layer) batchStats(s *saved, moms []kern.Moments, C int, mode Mode, shap
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls++
+	l.renormLocked(s, mode) // before the running statistics move
 	if update := mode == Train && l.cfg.track; update || l.obs != nil {
 		l.foldLocked(moms[:k], s.nseg, C, s.sm.Stat, update)
 	}

@@ -167,6 +167,9 @@ func cudaCases() []cudaCase {
 		cudaCase{name: "untracked/eval", shape: tensor.Shape{4, 3, 5}, opts: []Option{WithTrackRunningStats(false)}, mode: Eval},
 		cudaCase{name: "segments", shape: tensor.Shape{9, 3, 4}, mode: Train, segs: 3},
 		cudaCase{name: "segments/eval", shape: tensor.Shape{9, 3, 4}, mode: Eval, segs: 3},
+		cudaCase{name: "renorm", shape: tensor.Shape{6, 3, 4}, opts: []Option{WithMomentum(0.5), WithRenorm(RenormConfig{RMax: 1.5, DMax: 0.5})}, mode: Train},
+		cudaCase{name: "renorm/ghost", shape: tensor.Shape{7, 2, 3, 3}, opts: []Option{WithGhostBatch(3), WithRenorm(RenormConfig{RMax: 1.5, DMax: 0.5})}, mode: Train},
+		cudaCase{name: "renorm/segments", shape: tensor.Shape{9, 3, 4}, opts: []Option{WithRenorm(RenormConfig{RMax: 1.5, DMax: 0.5})}, mode: Train, segs: 3},
 	)
 }
 
@@ -375,7 +378,7 @@ func TestCUDASyncBN(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opts []Option
-	}{{"plain", nil}, {"ghost2", []Option{WithGhostBatch(2)}}} {
+	}{{"plain", nil}, {"ghost2", []Option{WithGhostBatch(2)}}, {"renorm", []Option{WithRenorm(RenormConfig{RMax: 1.5, DMax: 0.5})}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := testDev(t)
 			r := rand.New(rand.NewSource(11))

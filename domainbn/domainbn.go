@@ -90,7 +90,8 @@ func WithDomainAffine(on bool) Option {
 // WithBN passes options to the underlying bn layer: bn.WithEps,
 // bn.WithMomentum, bn.WithCumulativeAverage, bn.WithAffine,
 // bn.WithTrackRunningStats, bn.WithName, bn.WithCommunicator,
-// bn.WithSyncTimeout. bn.WithGhostBatch has no effect on a domain layer
+// bn.WithSyncTimeout, bn.WithRenorm (Batch Renormalization towards each
+// domain's running statistics, its schedule driven by that domain's count). bn.WithGhostBatch has no effect on a domain layer
 // (its segments are the domains).
 func WithBN(opts ...bn.Option) Option {
 	return func(c *config) error {

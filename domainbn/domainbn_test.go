@@ -345,6 +345,8 @@ func TestSyncedEqualsSingleProcess(t *testing.T) {
 		{"4d", []int{3, 2}, nil},
 		{"shared norm", []int{2}, []domainbn.Option{domainbn.WithDomainNorm(false)}},
 		{"shared stats cumulative", []int{2}, []domainbn.Option{domainbn.WithDomainStats(false), domainbn.WithBN(bn.WithCumulativeAverage())}},
+		{"renorm", []int{2}, []domainbn.Option{domainbn.WithBN(bn.WithMomentum(0.5), bn.WithRenorm(bn.RenormConfig{RMax: 1.5, DMax: 0.5, RMaxRamp: 1}))}},
+		{"renorm shared norm", []int{2}, []domainbn.Option{domainbn.WithDomainNorm(false), domainbn.WithBN(bn.WithMomentum(0.5), bn.WithRenorm(bn.RenormConfig{RMax: 1.5, DMax: 0.5}))}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewSource(5))
