@@ -486,14 +486,6 @@ func TestRenormUnclippedIsInference(t *testing.T) {
 	}
 }
 
-func maxDiff(a, b []float64) float64 {
-	m := 0.0
-	for i := range a {
-		m = math.Max(m, math.Abs(a[i]-b[i]))
-	}
-	return m
-}
-
 // TestRenormFiniteDifferences checks the gradients with r and d held
 // constant. (a) Where every r and d sits at a limit they are locally
 // constant, so central differences of the layer's own forward through the
