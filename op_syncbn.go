@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"sync"
 	"time"
 
@@ -147,6 +148,7 @@ type syncConfig struct {
 
 	send, recv []float64
 	hdr        [headerLen]float64 // this rank's forward header
+	cfgHash    float64            // the layer's config hash (config.hash), computed once
 	merged     []kern.Moments
 }
 
@@ -205,7 +207,7 @@ func (sc *syncConfig) context() (context.Context, context.CancelFunc) {
 
 const (
 	tagForward  = 0x42_4e_46 // "BNF"
-	headerLen   = 10         // forward: tag, key hash, C, segments, step, N, offset, mode, update, segment-map hash
+	headerLen   = 11         // forward: tag, key hash, C, segments, step, N, offset, mode, update, segment-map hash, config hash
 	sumsHeader  = 5          // backward: 1, k, k², C, C² (k: a 16-bit key hash)
 	ghostHeader = 1          // header-only exchange for ghost layers
 )
@@ -220,8 +222,8 @@ const (
 // the same merged bits, so all of them) do the ranks all-gather their
 // headers to say which rank differs and how.
 const (
-	hdrTriples = 10 // tag, key hash, C, segments, step, update, segment-map hash; ΣN, Σoffset, ΣN·(K−1−r)
-	hdrEqual   = 7  // the first hdrEqual triples must agree on every rank
+	hdrTriples = 11 // tag, key hash, C, segments, step, update, segment-map hash, config hash; ΣN, Σoffset, ΣN·(K−1−r)
+	hdrEqual   = 8  // the first hdrEqual triples must agree on every rank
 )
 
 // reduceMoments reduces the local moments (nseg·C) to the global ones with
@@ -236,12 +238,12 @@ func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, sm *SegmentMa
 	defer cancel()
 	K, me := sc.comm.Size(), sc.comm.Rank()
 	step := float64(l.calls)
-	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off), float64(mode), updates(l, mode), sm.hash()}
+	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off), float64(mode), updates(l, mode), sm.hash(), sc.configHash(l)}
 	h := &sc.hdr
 	n := 3 * (hdrTriples + nseg*C)
 	sc.send = grow(sc.send, n)
 	p := sc.send
-	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9]} {
+	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9], h[10]} {
 		p[3*i], p[3*i+1], p[3*i+2] = 1, v, 0
 	}
 	for i, v := range [hdrTriples - hdrEqual]float64{float64(N), float64(off), float64(N * (K - 1 - me))} {
@@ -257,7 +259,7 @@ func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, sm *SegmentMa
 	}
 	q := sc.send
 	agree := true
-	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9]} {
+	for i, v := range [hdrEqual]float64{h[0], h[1], h[2], h[3], h[4], h[8], h[9], h[10]} {
 		agree = agree && q[3*i] == float64(K) && q[3*i+1] == v && q[3*i+2] == 0
 	}
 	// Ranks whose batches tile the global batch in rank order, off_r =
@@ -308,7 +310,7 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int, mode Mode) (off, total in
 	defer cancel()
 	K := sc.comm.Size()
 	step := float64(l.calls)
-	sc.hdr = [headerLen]float64{tagForward + ghostHeader, sc.hash, float64(C), -1, step, float64(N), -1, float64(mode), updates(l, mode), 0}
+	sc.hdr = [headerLen]float64{tagForward + ghostHeader, sc.hash, float64(C), -1, step, float64(N), -1, float64(mode), updates(l, mode), 0, sc.configHash(l)}
 	sc.recv = grow(sc.recv, K*headerLen)
 	if err := sc.comm.AllGather(ctx, collective.Float64s(sc.hdr[:]), collective.Float64s(sc.recv), nil); err != nil {
 		return 0, 0, sc.fail(l, "ghost placement", step, err)
@@ -327,7 +329,7 @@ func (sc *syncConfig) ghostOffsets(l *Layer, N, C int, mode Mode) (off, total in
 }
 
 func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step float64, tag int) error {
-	if h[0] != float64(tag) || h[1] != sc.hash || h[2] != float64(C) || (nseg >= 0 && h[3] != float64(nseg)) || h[4] != step || h[8] != sc.hdr[8] || h[9] != sc.hdr[9] {
+	if h[0] != float64(tag) || h[1] != sc.hash || h[2] != float64(C) || (nseg >= 0 && h[3] != float64(nseg)) || h[4] != step || h[8] != sc.hdr[8] || h[9] != sc.hdr[9] || h[10] != sc.hdr[10] {
 		what := "ranks must apply the same synchronized layers in the same order, in modes that use batch statistics"
 		switch {
 		case h[0] != float64(tag):
@@ -338,6 +340,8 @@ func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step fl
 			what = fmt.Sprintf("rank %d's layer has %v channels", r, h[2])
 		case nseg >= 0 && h[3] != float64(nseg):
 			what = fmt.Sprintf("rank %d has %v segments (domain layers whose options differ between ranks?)", r, h[3])
+		case h[10] != sc.hdr[10]:
+			what = fmt.Sprintf("rank %d's layer has other statistics options (ε, momentum or cumulative average, running-statistics tracking, Batch Renormalization limits): the ranks would normalize differently or their running statistics would part (create the layer with the same options on every rank)", r)
 		case h[9] != sc.hdr[9]:
 			what = fmt.Sprintf("rank %d maps its segments to other normalization sets, statistics groups or γ/β groups (domain layers whose switches differ between ranks?)", r)
 		case h[8] != sc.hdr[8]:
@@ -361,6 +365,44 @@ func (m *SegmentMap) hash() float64 {
 			h.Write(b[:])
 		}
 		h.Write([]byte{0xff})
+	}
+	return float64(h.Sum64() % hashBelow)
+}
+
+// configHash returns l's config hash, computed on first use (the options
+// are fixed once the layer exists).
+func (sc *syncConfig) configHash(l *Layer) float64 {
+	if sc.cfgHash == 0 {
+		sc.cfgHash = l.cfg.hash() + 1
+	}
+	return sc.cfgHash
+}
+
+// hash returns a hash below 2⁵² (exact in a float64 header) of the options
+// that make the ranks' outputs or running statistics differ if they differ
+// between ranks: ε, momentum or cumulative average, tracking, and Batch
+// Renormalization's limits and schedule.
+func (c *config) hash() float64 {
+	h := fnv.New64a()
+	var b [8]byte
+	put := func(v float64) {
+		binary.LittleEndian.PutUint64(b[:], math.Float64bits(v))
+		h.Write(b[:])
+	}
+	flag := func(on bool) float64 {
+		if on {
+			return 1
+		}
+		return 0
+	}
+	put(c.eps)
+	put(c.momentum)
+	put(flag(c.cumulative))
+	put(flag(c.track))
+	if r := c.renorm; r != nil {
+		for _, v := range []float64{r.RMax, r.DMax, float64(r.Warmup), float64(r.RMaxRamp), float64(r.DMaxRamp)} {
+			put(v)
+		}
 	}
 	return float64(h.Sum64() % hashBelow)
 }

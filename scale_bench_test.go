@@ -131,7 +131,7 @@ func gatherExchange(sc *syncConfig, l *Layer, moms []kern.Moments, sm *SegmentMa
 	K := sc.comm.Size()
 	n := headerLen + 3*C
 	sc.send = grow(sc.send, n)
-	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), 1, 0, 4, 0, float64(Train), updates(l, Train), sm.hash()}
+	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), 1, 0, 4, 0, float64(Train), updates(l, Train), sm.hash(), sc.configHash(l)}
 	copy(sc.send, sc.hdr[:])
 	p := sc.send[headerLen:]
 	for i, m := range moms {

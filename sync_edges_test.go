@@ -232,3 +232,48 @@ func TestEmptyStepMisuse(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncOptionMismatch: synchronized layers created with different
+// statistics options on different ranks (ε, momentum, cumulative average,
+// Batch Renormalization's limits or schedule) would normalize differently or
+// let the running statistics part; every rank gets ErrSync within seconds,
+// saying which options, and equal options (however given) are matched.
+func TestSyncOptionMismatch(t *testing.T) {
+	const C = 2
+	ren := RenormConfig{RMax: 3, DMax: 5}
+	cases := []struct {
+		name   string
+		r0, r1 []Option
+		ok     bool
+	}{
+		{"same", []Option{WithEps(1e-3)}, []Option{WithEps(1e-3)}, true},
+		{"same defaults", nil, []Option{WithEps(1e-5), WithMomentum(0.1)}, true},
+		{"eps", nil, []Option{WithEps(1e-3)}, false},
+		{"momentum", nil, []Option{WithMomentum(0.2)}, false},
+		{"cumulative", nil, []Option{WithCumulativeAverage()}, false},
+		{"renorm on one rank", []Option{WithRenorm(ren)}, nil, false},
+		{"renorm rmax", []Option{WithRenorm(ren)}, []Option{WithRenorm(RenormConfig{RMax: 2, DMax: 5})}, false},
+		{"renorm warmup", []Option{WithRenorm(ren)}, []Option{WithRenorm(RenormConfig{RMax: 3, DMax: 5, Warmup: 10})}, false},
+		{"same renorm", []Option{WithRenorm(ren)}, []Option{WithRenorm(ren)}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			errs := syncRanks(t, 2, func(r int, c collective.Communicator) error {
+				rng := rand.New(rand.NewSource(int64(r)))
+				opts := append([]Option{WithName("stem.bn"), WithCommunicator(c), WithSyncTimeout(time.Minute)}, [][]Option{tc.r0, tc.r1}[r]...)
+				_, err := runLayer(tensor.Shape{4, C}, randn(rng, 4*C, 0, 1), randn(rng, 4*C, 0, 1), 2, opts...)
+				return err
+			})
+			require.Less(t, time.Since(start), 5*time.Second)
+			for r, err := range errs {
+				if tc.ok {
+					require.NoError(t, err, "rank %d", r)
+					continue
+				}
+				require.ErrorIs(t, Cause(err), ErrSync, "rank %d", r)
+				require.Contains(t, err.Error(), "other statistics options", "rank %d", r)
+			}
+		})
+	}
+}
