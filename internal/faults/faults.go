@@ -189,6 +189,15 @@ func Catalogue() []Case {
 				_, err := train(e, 4, 2, 1, bn.Train, bn.WithSyncKey([]string{"a", "b"}[min(e.Rank, 1)]))
 				return err
 			}},
+		{Name: "a layer's statistics options differ on one rank (momentum)", Want: all(errSync), Expect: "ErrSync on every rank, naming the options",
+			Run: func(e Env) error {
+				m := 0.1
+				if e.last() {
+					m = 0.2
+				}
+				_, err := train(e, 4, 2, 1, bn.Train, bn.WithMomentum(m))
+				return err
+			}},
 		{Name: "one rank in EvalBatchStats, the others in Train", Want: all(errSync), Expect: "ErrSync on every rank (only some would update the running statistics)",
 			Run: oddMode(bn.EvalBatchStats)},
 		{Name: "domain layers whose switches differ between ranks", Want: all(errSync), Expect: "ErrSync on every rank (segment maps differ)",
