@@ -38,9 +38,9 @@ func maskGo[T Float](dy, y, g []T) {
 
 // reluJob runs the fused passes of a Plan over its blocks.
 type reluJob[T Float] struct {
-	p    *Plan[T]
-	back bool
-	y, dy []T      // backward: the forward's output and the unmasked gradient
+	p     *Plan[T]
+	back  bool
+	y, dy []T       // backward: the forward's output and the unmasked gradient
 	ones  []float64 // a = 1 for the forward with z
 }
 

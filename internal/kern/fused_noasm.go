@@ -2,5 +2,5 @@
 
 package kern
 
-func relu[T Float](xs []T)          { reluGo(xs) }
+func relu[T Float](xs []T)         { reluGo(xs) }
 func maskTo[T Float](dy, y, g []T) { maskGo(dy, y, g) }
