@@ -124,3 +124,20 @@ func (p *Plan[T]) BackwardSumsReLU(x, dy, y, g []T, mean []float64, sums [][2]fl
 	j.y, j.dy = nil, nil
 	p.reduce(phaseReduceSums)
 }
+
+// ReLU writes max(0, src) into dst (len(dst) ≥ len(src)), in chunks that
+// stay in cache between the copy and the vector ReLU. It is the stand-alone
+// ReLU the benchmarks compare the fused passes with; it runs on the calling
+// goroutine.
+func ReLU[T Float](dst, src []T) {
+	dst = dst[:len(src)]
+	for o := 0; o < len(src); o += blockElems {
+		e := min(o+blockElems, len(src))
+		copy(dst[o:e], src[o:e])
+		relu(dst[o:e])
+	}
+}
+
+// Mask writes dy where y > 0, else 0, into g (the backward of ReLU; len(y),
+// len(g) ≥ len(dy)), on the calling goroutine.
+func Mask[T Float](dy, y, g []T) { maskTo(dy, y, g) }
