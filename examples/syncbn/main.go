@@ -32,11 +32,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -60,35 +60,69 @@ type options struct {
 	syncTimeout           time.Duration
 	checkpoint, resume    string
 	ckptEvery             int
+	profile               func() (func() error, error)
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	var o options
+	fs := cli.NewFlagSet("syncbn", "Data-parallel training at 2 samples per worker: per-worker BN vs SyncBN vs one worker with the whole batch (in-process workers; MPI processes with -tags mpi).", stderr)
+	fs.IntVar(&o.workers, "workers", 4, "data-parallel workers (in-process; under MPI the number of processes)")
+	fs.IntVar(&o.batch, "batch", 2, "samples per worker and step")
+	fs.IntVar(&o.steps, "steps", 3000, "training steps")
+	fs.IntVar(&o.trainN, "train", 24000, "training images used (the first N of the 60000; 0: all)")
+	fs.IntVar(&o.testN, "test", 10000, "test images for the final accuracy (the first N; 0: all)")
+	fs.IntVar(&o.evalN, "eval", 2000, "test images for the accuracy during training")
+	fs.IntVar(&o.evalEvery, "eval-every", 500, "steps between accuracy measurements (0: at the end only)")
+	fs.IntVar(&o.evalBatch, "eval-batch", 100, "batch size of the evaluation (each worker holds one evaluation graph of this batch)")
+	fs.Float64Var(&o.lr, "lr", 0.02, "learning rate (SGD with momentum)")
+	fs.Float64Var(&o.mom, "momentum", 0.9, "momentum")
+	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights and the data order")
+	fs.StringVar(&o.dtype, "dtype", "float64", "float64 or float32")
+	fs.StringVar(&o.runs, "runs", "local,sync,single", "runs to make: local (per-worker BN), sync (SyncBN), single (one worker, whole batch)")
+	fs.StringVar(&o.plot, "plot", filepath.Join("out", "syncbn", "syncbn.png"), "PNG file of the curves (empty: none); its folder is created")
+	fs.StringVar(&o.dataDir, "data", "", "folder of the MNIST idx files (default: the GoMNIST module's)")
+	fs.BoolVar(&o.quiet, "q", false, "no progress output")
+	fs.DurationVar(&o.syncTimeout, "sync-timeout", bn.DefaultSyncTimeout, "bound on each collective (SyncBN's and the data-parallel ones): past it a rank fails with an error naming it")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "file rank 0 writes the training state to every -checkpoint-every steps (one run in -runs)")
+	fs.IntVar(&o.ckptEvery, "checkpoint-every", 100, "steps between checkpoints")
+	fs.StringVar(&o.resume, "resume", "", "checkpoint file to resume from (rank 0 reads it; one run in -runs; the solver's momentum restarts from zero)")
+	o.profile = cli.CPUProfile(fs)
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if _, err := cli.Dtype(o.dtype); err != nil {
+		return nil, err
+	}
+	if o.workers < 1 || o.batch < 1 || o.steps < 1 || o.evalBatch < 1 || o.ckptEvery < 1 {
+		return nil, errors.New("-workers, -batch, -steps, -eval-batch and -checkpoint-every must be ≥ 1")
+	}
+	if o.trainN < 0 || o.testN < 0 || o.evalN < 0 || o.evalEvery < 0 {
+		return nil, errors.New("-train, -test, -eval and -eval-every must be ≥ 0")
+	}
+	for _, name := range strings.Split(o.runs, ",") {
+		switch strings.TrimSpace(name) {
+		case "local", "sync", "single":
+		default:
+			return nil, fmt.Errorf("-runs: unknown run %q (want local, sync, single)", name)
+		}
+	}
+	if (o.checkpoint != "" || o.resume != "") && strings.Contains(o.runs, ",") {
+		return nil, errors.New("-checkpoint and -resume need a single run in -runs")
+	}
+	if o.syncTimeout <= 0 {
+		return nil, errors.New("-sync-timeout must be positive")
+	}
+	return &o, nil
 }
 
 func main() {
-	var o options
-	flag.IntVar(&o.workers, "workers", 4, "data-parallel workers (in-process; under MPI the number of processes)")
-	flag.IntVar(&o.batch, "batch", 2, "samples per worker and step")
-	flag.IntVar(&o.steps, "steps", 3000, "training steps")
-	flag.IntVar(&o.trainN, "train", 24000, "training images used (the first N of the 60000; 0: all)")
-	flag.IntVar(&o.testN, "test", 10000, "test images for the final accuracy (the first N; 0: all)")
-	flag.IntVar(&o.evalN, "eval", 2000, "test images for the accuracy during training")
-	flag.IntVar(&o.evalEvery, "eval-every", 500, "steps between accuracy measurements (0: at the end only)")
-	flag.IntVar(&o.evalBatch, "eval-batch", 500, "batch size of the evaluation")
-	flag.Float64Var(&o.lr, "lr", 0.02, "learning rate (SGD with momentum)")
-	flag.Float64Var(&o.mom, "momentum", 0.9, "momentum")
-	flag.Int64Var(&o.seed, "seed", 1, "seed of the weights and the data order")
-	flag.StringVar(&o.dtype, "dtype", "float64", "float64 or float32")
-	flag.StringVar(&o.runs, "runs", "local,sync,single", "runs to make: local (per-worker BN), sync (SyncBN), single (one worker, whole batch)")
-	flag.StringVar(&o.plot, "plot", "syncbn.png", "PNG file of the curves (empty: none)")
-	flag.StringVar(&o.dataDir, "data", "", "folder of the MNIST idx files (default: the GoMNIST module's)")
-	flag.BoolVar(&o.quiet, "q", false, "no progress output")
-	flag.DurationVar(&o.syncTimeout, "sync-timeout", bn.DefaultSyncTimeout, "bound on each collective (SyncBN's and the data-parallel ones): past it a rank fails with an error naming it")
-	flag.StringVar(&o.checkpoint, "checkpoint", "", "file rank 0 writes the training state to every -checkpoint-every steps (one run in -runs)")
-	flag.IntVar(&o.ckptEvery, "checkpoint-every", 100, "steps between checkpoints")
-	flag.StringVar(&o.resume, "resume", "", "checkpoint file to resume from (rank 0 reads it; one run in -runs; the solver's momentum restarts from zero)")
-	flag.Parse()
-	launch(func(w *world) error {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	cli.Main("syncbn", parseFlags, func(ctx context.Context, o *options) error {
+		stop, err := o.profile()
+		if err != nil {
+			return err
+		}
 		defer stop()
-		return run(ctx, w, o)
+		return launch(func(w *world) error { return run(ctx, w, *o) })
 	})
 }
 
@@ -97,15 +131,6 @@ func run(ctx context.Context, w *world, o options) error {
 	dt, err := cli.Dtype(o.dtype)
 	if err != nil {
 		return err
-	}
-	if o.workers < 1 || o.batch < 1 || o.steps < 1 || o.evalBatch < 1 {
-		return errors.New("-workers, -batch, -steps and -eval-batch must be ≥ 1")
-	}
-	if (o.checkpoint != "" || o.resume != "") && strings.Contains(o.runs, ",") {
-		return errors.New("-checkpoint and -resume need a single run in -runs")
-	}
-	if o.syncTimeout <= 0 {
-		return errors.New("-sync-timeout must be positive")
 	}
 	logf := func(format string, args ...any) {
 		if !o.quiet && w.root() {
@@ -163,6 +188,9 @@ func run(ctx context.Context, w *world, o options) error {
 			r.cfg.name, stateHash(r.params, r.stats), len(r.params), len(r.stats), r.finalAcc)
 	}
 	if o.plot != "" {
+		if err := os.MkdirAll(filepath.Dir(o.plot), 0o755); err != nil {
+			return err
+		}
 		if err := plotResults(o.plot, d.evalSet.Len(), results); err != nil {
 			return err
 		}
@@ -208,19 +236,30 @@ func table(rs []*runResult) string {
 func plotResults(path string, evalN int, rs []*runResult) error {
 	var loss, acc []plotutil.Series
 	lo, hi := 100.0, 0.0
+	both := 0
+	for _, r := range rs {
+		if r.cfg.syncBN || r.cfg.workers == 1 {
+			both++
+		}
+	}
 	for i, r := range rs {
+		name := r.cfg.name
+		if both == 2 && r.cfg.workers == 1 {
+			// Its curves lie on SyncBN's (equal up to rounding).
+			name += " (on top of SyncBN: equal up to rounding)"
+		}
 		x := make([]float64, len(r.loss))
 		for s := range x {
 			x[s] = float64(s + 1)
 		}
 		win := max(1, len(r.loss)/30)
-		loss = append(loss, plotutil.Series{Name: r.cfg.name, X: x, Y: plotutil.MovingAverage(r.loss, win), Color: i, Dashed: r.cfg.workers == 1})
+		loss = append(loss, plotutil.Series{Name: name, X: x, Y: plotutil.MovingAverage(r.loss, win), Color: i, Dashed: r.cfg.workers == 1})
 		ax, ay := make([]float64, len(r.testAcc)), make([]float64, len(r.testAcc))
 		for k := range ax {
 			ax[k], ay[k] = float64(r.evalStep[k]), 100*r.testAcc[k]
 			lo, hi = min(lo, ay[k]), max(hi, ay[k])
 		}
-		acc = append(acc, plotutil.Series{Name: r.cfg.name, X: ax, Y: ay, Color: i, Dashed: r.cfg.workers == 1, Points: true})
+		acc = append(acc, plotutil.Series{Name: name, X: ax, Y: ay, Color: i, Dashed: r.cfg.workers == 1, Points: true})
 	}
 	// Head room for the legend above the curves.
 	top := plotutil.Float(min(100, hi+0.6*(hi-lo)+0.5))

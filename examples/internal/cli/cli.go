@@ -118,8 +118,12 @@ func Dtype(s string) (tensor.Dtype, error) {
 }
 
 // NewBar returns a progress bar of max steps described by desc, drawn on f
-// when f is a terminal and silent otherwise.
+// when f is a terminal. Otherwise (a log file, a pipe) it prints one line,
+// "desc (max steps)", and stays silent, so that a log shows every stage.
 func NewBar(f *os.File, max int, desc string) *progressbar.ProgressBar {
+	if !IsTerminal(f) {
+		fmt.Fprintf(f, "%s %s (%d steps)\n", time.Now().Format("15:04:05"), desc, max)
+	}
 	return progressbar.NewOptions(max,
 		progressbar.OptionSetWriter(f),
 		progressbar.OptionSetVisibility(IsTerminal(f)),
