@@ -15,10 +15,10 @@ import (
 type variant int
 
 const (
-	perWorker variant = iota // each worker's batch statistics (plain DDP)
-	syncBN                   // statistics of the global batch (SyncBN)
-	shuffleBN                // the global batch shuffled across workers, then per-worker statistics
-	iidBatches               // per-worker BN, but every worker's batch drawn i.i.d. (no correlation)
+	perWorker  variant = iota // each worker's batch statistics (plain DDP)
+	syncBN                    // statistics of the global batch (SyncBN)
+	shuffleBN                 // the global batch shuffled across workers, then per-worker statistics
+	iidBatches                // per-worker BN, but every worker's batch drawn i.i.d. (no correlation)
 	numVariants
 )
 
