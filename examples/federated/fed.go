@@ -255,9 +255,14 @@ func federate(ctx context.Context, cfg config, trainSet, test *mnist.Set, stage 
 			return nil, fmt.Errorf("round %d: %w", r+1, err)
 		}
 		out = append(out, rr)
-		stage("%s, seed %d, round %d/%d: test accuracy %.2f / %.2f / %.2f %% with (a) / (b) / (c); bn2 mean error of (a) %.3f, of (b) %.1e",
-			cfg.split, cfg.seed, r+1, cfg.rounds, 100*rr.acc[avgRunning], 100*rr.acc[merged], 100*rr.acc[union],
-			rr.meanErr[0][len(rr.meanErr[0])-1], rr.meanErr[1][len(rr.meanErr[1])-1])
+		last := len(rr.meanErr[0]) - 1
+		if rr.truth {
+			stage("%s, seed %d, round %d/%d: test accuracy %.2f / %.2f / %.2f %% with (a) / (b) / (c); bn2 mean error against (c) of (a) %.3f, of (b) %.1e",
+				cfg.split, cfg.seed, r+1, cfg.rounds, 100*rr.acc[avgRunning], 100*rr.acc[merged], 100*rr.acc[union], rr.meanErr[0][last], rr.meanErr[1][last])
+		} else {
+			stage("%s, seed %d, round %d/%d: test accuracy %.2f / %.2f %% with (a) / (b); bn2 mean error of (a) against (b) %.3f",
+				cfg.split, cfg.seed, r+1, cfg.rounds, 100*rr.acc[avgRunning], 100*rr.acc[merged], rr.meanErr[0][last])
+		}
 	}
 	return out, nil
 }

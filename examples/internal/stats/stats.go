@@ -5,6 +5,7 @@ package stats
 import (
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Summary is the mean, sample standard deviation (0 for one value), least
@@ -39,13 +40,13 @@ func Of(v []float64) Summary {
 }
 
 // Format writes the summary as "mean ± sd" with the verb of format for
-// both (e.g. "%.2f"), scaled by scale (100 for percent); one value is
-// written alone.
+// both (e.g. "%.2f"; a + flag applies to the mean only), scaled by scale
+// (100 for percent); one value is written alone.
 func (s Summary) Format(format string, scale float64) string {
 	if s.N <= 1 {
 		return fmt.Sprintf(format, s.Mean*scale)
 	}
-	return fmt.Sprintf(format+" ± "+format, s.Mean*scale, s.SD*scale)
+	return fmt.Sprintf(format+" ± "+strings.Replace(format, "+", "", 1), s.Mean*scale, s.SD*scale)
 }
 
 // Column returns, for runs[i][j] (run i, point j), the summary of every

@@ -13,6 +13,9 @@ func TestOf(t *testing.T) {
 	if got := s.Format("%.1f", 10); got != "30.0 ± 21.6" {
 		t.Errorf("format %q", got)
 	}
+	if got := Of([]float64{-1, -3}).Format("%+.1f", 1); got != "-2.0 ± 1.4" {
+		t.Errorf("format with +: %q", got)
+	}
 	if one := Of([]float64{0.5}); one.SD != 0 || one.Format("%.1f", 100) != "50.0" {
 		t.Errorf("one value: %+v", one)
 	}
