@@ -45,6 +45,7 @@ import (
 	"github.com/gorgonia-bn/bn/examples/internal/cli"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"github.com/gorgonia-bn/bn/examples/internal/plotutil"
+	"github.com/gorgonia-bn/bn/examples/internal/stats"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -59,7 +60,7 @@ type options struct {
 	quiet                 bool
 	syncTimeout           time.Duration
 	checkpoint, resume    string
-	ckptEvery             int
+	ckptEvery, seeds      int
 	profile               func() (func() error, error)
 }
 
@@ -76,7 +77,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.evalBatch, "eval-batch", 100, "batch size of the evaluation (each worker holds one evaluation graph of this batch)")
 	fs.Float64Var(&o.lr, "lr", 0.02, "learning rate (SGD with momentum)")
 	fs.Float64Var(&o.mom, "momentum", 0.9, "momentum")
-	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights and the data order")
+	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights and the data order (the first, with -seeds)")
+	fs.IntVar(&o.seeds, "seeds", 1, "runs with the seeds -seed, -seed+1, …: a table per seed, then the final accuracies' mean ± standard deviation and per-worker BN minus SyncBN (plot: the last seed)")
 	fs.StringVar(&o.dtype, "dtype", "float64", "float64 or float32")
 	fs.StringVar(&o.runs, "runs", "local,sync,single", "runs to make: local (per-worker BN), sync (SyncBN), single (one worker, whole batch)")
 	fs.StringVar(&o.plot, "plot", filepath.Join("out", "syncbn", "syncbn.png"), "PNG file of the curves (empty: none); its folder is created")
@@ -106,8 +108,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 			return nil, fmt.Errorf("-runs: unknown run %q (want local, sync, single)", name)
 		}
 	}
-	if (o.checkpoint != "" || o.resume != "") && strings.Contains(o.runs, ",") {
-		return nil, errors.New("-checkpoint and -resume need a single run in -runs")
+	if o.seeds < 1 {
+		return nil, fmt.Errorf("-seeds %d, want ≥ 1", o.seeds)
+	}
+	if (o.checkpoint != "" || o.resume != "") && (strings.Contains(o.runs, ",") || o.seeds > 1) {
+		return nil, errors.New("-checkpoint and -resume need a single run in -runs and one seed")
 	}
 	if o.syncTimeout <= 0 {
 		return nil, errors.New("-sync-timeout must be positive")
@@ -151,36 +156,34 @@ func run(ctx context.Context, w *world, o options) error {
 		evalEvery: o.evalEvery, evalBatch: o.evalBatch, seed: o.seed, dtype: dt,
 		syncTimeout: o.syncTimeout, checkpoint: o.checkpoint, ckptEvery: o.ckptEvery, resume: o.resume}
 	var results []*runResult
-	for _, name := range strings.Split(o.runs, ",") {
-		cfg := base
-		switch strings.TrimSpace(name) {
-		case "local":
-			cfg.name = "per-worker BN"
-		case "sync":
-			cfg.name, cfg.syncBN = "SyncBN", true
-		case "single":
-			cfg.name, cfg.workers, cfg.batch = "one worker", 1, o.workers*o.batch
-		default:
-			return fmt.Errorf("-runs: unknown run %q (want local, sync, single)", name)
+	final := map[string][]float64{} // final test accuracy per run, over the seeds
+	var names []string
+	for i := range o.seeds {
+		base.seed = o.seed + int64(i)
+		if o.seeds > 1 {
+			logf("seed %d (%d of %d)", base.seed, i+1, o.seeds)
 		}
-		var res *runResult
-		if cfg.workers == 1 {
-			res, err = w.single(ctx, func() (*runResult, error) { return worker(ctx, nil, cfg, d, logf) })
-		} else {
-			res, err = w.group(ctx, cfg.workers, func(ctx context.Context, c collective.Communicator) (*runResult, error) {
-				return worker(ctx, c, cfg, d, logf)
-			})
-		}
-		if err != nil {
+		if results, err = runAll(ctx, w, o, base, d, logf); err != nil {
 			return err
 		}
-		results = append(results, res)
+		for _, r := range results {
+			if _, ok := final[r.cfg.name]; !ok {
+				names = append(names, r.cfg.name)
+			}
+			final[r.cfg.name] = append(final[r.cfg.name], r.finalAcc)
+		}
+		if o.seeds > 1 && i < o.seeds-1 && w.root() {
+			fmt.Print(table(results))
+		}
 	}
 	if !w.root() {
 		return nil
 	}
 	fmt.Println()
 	fmt.Print(table(results))
+	if o.seeds > 1 {
+		fmt.Print(seedTable(names, final, o.seed))
+	}
 	// One line per run that identifies its final state bit for bit: equal
 	// hashes mean bitwise-equal parameters and running statistics.
 	for _, r := range results {
@@ -198,6 +201,65 @@ func run(ctx context.Context, w *world, o options) error {
 	}
 	fmt.Printf("total time %.1f s\n", time.Since(t0).Seconds())
 	return nil
+}
+
+// seedTable summarises the final test accuracy of every run over the
+// seeds, and per-worker BN's difference to SyncBN seed by seed.
+func seedTable(names []string, final map[string][]float64, first int64) string {
+	var b strings.Builder
+	n := len(final[names[0]])
+	fmt.Fprintf(&b, "\nFinal test accuracy over %d seeds (%d … %d), mean ± standard deviation [each seed]:\n\n| run | test accuracy %% |\n|---|---|\n", n, first, first+int64(n)-1)
+	for _, name := range names {
+		fmt.Fprintf(&b, "| %s | %s %v |\n", name, stats.Of(final[name]).Format("%.2f", 100), percents(final[name]))
+	}
+	if l, s := final["per-worker BN"], final["SyncBN"]; l != nil && s != nil {
+		d := make([]float64, len(l))
+		for i := range l {
+			d[i] = l[i] - s[i]
+		}
+		fmt.Fprintf(&b, "\nper-worker BN minus SyncBN: %s points %v\n", stats.Of(d).Format("%+.2f", 100), percents(d))
+	}
+	return b.String()
+}
+
+func percents(v []float64) []string {
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i] = fmt.Sprintf("%.2f", 100*x)
+	}
+	return out
+}
+
+// runAll makes the runs -runs names with base's configuration.
+func runAll(ctx context.Context, w *world, o options, base runConfig, d *data, logf func(string, ...any)) ([]*runResult, error) {
+	var results []*runResult
+	var err error
+	for _, name := range strings.Split(o.runs, ",") {
+		cfg := base
+		switch strings.TrimSpace(name) {
+		case "local":
+			cfg.name = "per-worker BN"
+		case "sync":
+			cfg.name, cfg.syncBN = "SyncBN", true
+		case "single":
+			cfg.name, cfg.workers, cfg.batch = "one worker", 1, o.workers*o.batch
+		default:
+			return nil, fmt.Errorf("-runs: unknown run %q (want local, sync, single)", name)
+		}
+		var res *runResult
+		if cfg.workers == 1 {
+			res, err = w.single(ctx, func() (*runResult, error) { return worker(ctx, nil, cfg, d, logf) })
+		} else {
+			res, err = w.group(ctx, cfg.workers, func(ctx context.Context, c collective.Communicator) (*runResult, error) {
+				return worker(ctx, c, cfg, d, logf)
+			})
+		}
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, res)
+	}
+	return results, nil
 }
 
 // table formats the results as a Markdown table, with the distance between

@@ -108,3 +108,12 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("%+v, %v", o, err)
 	}
 }
+
+func TestSeedTable(t *testing.T) {
+	got := seedTable([]string{"per-worker BN", "SyncBN"}, map[string][]float64{"per-worker BN": {0.95, 0.97}, "SyncBN": {0.96, 0.96}}, 3)
+	for _, want := range []string{"over 2 seeds (3 … 4)", "| per-worker BN | 96.00 ± 1.41 [95.00 97.00] |", "per-worker BN minus SyncBN: +0.00 ± 1.41 points [-1.00 1.00]"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+}
