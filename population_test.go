@@ -9,6 +9,7 @@ import (
 	"math/rand"
 	"testing"
 
+	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
 
@@ -268,4 +269,80 @@ func ExampleMergePopulations() {
 	}
 	fmt.Printf("n %v, mean %v, unbiased variance %.1f\n", u.N[0], u.Mean[0], u.UnbiasedVar()[0])
 	// Output: n 6, mean 7, unbiased variance 30.8
+}
+
+// TestGroupedPopulation: a layer with 2 groups (domains) applied with
+// edgeSegs (sample i in group i % 2): the population of each group is the
+// naive mean and M2 of its samples; merged over two passes it is that of
+// both passes' samples; SetPopulation writes every group.
+func TestGroupedPopulation(t *testing.T) {
+	const N, C, G = 6, 2, 2
+	g := gorgonia.NewGraph()
+	l, err := NewGrouped(g, C, tensor.Float64, G, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := gorgonia.NewTensor(g, tensor.Float64, 2, gorgonia.WithShape(N, C), gorgonia.WithName("x"))
+	y, err := l.ApplySegmented(x, edgeSegs{G})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := gorgonia.NewTapeMachine(g.SubgraphRoots(y))
+	defer m.Close()
+	r := rand.New(rand.NewSource(9))
+	pass := func(data []float64) Population {
+		rep, err := Precise(context.Background(), []Normalizer{l}, func(ctx context.Context, i int) (int, error) {
+			if err := gorgonia.Let(x, tensor.New(tensor.WithShape(N, C), tensor.WithBacking(append([]float64(nil), data...)))); err != nil {
+				return 0, err
+			}
+			m.Reset()
+			return N, m.RunAll()
+		}, PreciseOptions{Batches: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep.Populations[0]
+	}
+	a, b := randn(r, N*C, 1, 1), randn(r, N*C, -5, 3)
+	pa, pb := pass(a), pass(b)
+	if pa.Groups != G || pa.Channels != C || len(pa.N) != G*C {
+		t.Fatalf("population %+v", pa)
+	}
+	merged, err := MergePopulations(pa, pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for grp := range G {
+		for c := range C {
+			var vals []float64
+			for _, d := range [][]float64{a, b} {
+				for n := grp; n < N; n += G {
+					vals = append(vals, d[n*C+c])
+				}
+			}
+			var sum float64
+			for _, v := range vals {
+				sum += v
+			}
+			mean := sum / float64(len(vals))
+			var m2 float64
+			for _, v := range vals {
+				m2 += (v - mean) * (v - mean)
+			}
+			k := grp*C + c
+			if merged.N[k] != float64(len(vals)) || math.Abs(merged.Mean[k]-mean) > 1e-12 || math.Abs(merged.M2[k]-m2) > 1e-10*m2 {
+				t.Errorf("group %d channel %d: merged (%v, %v, %v), naive (%d, %v, %v)", grp, c, merged.N[k], merged.Mean[k], merged.M2[k], len(vals), mean, m2)
+			}
+		}
+	}
+	if err := l.SetPopulation(merged); err != nil {
+		t.Fatal(err)
+	}
+	rm, rv := l.RunningStats()
+	uv := merged.UnbiasedVar()
+	for k := range rm {
+		if rm[k] != merged.Mean[k] || rv[k] != uv[k] {
+			t.Errorf("entry %d: running (%v, %v), population (%v, %v)", k, rm[k], rv[k], merged.Mean[k], uv[k])
+		}
+	}
 }
