@@ -182,6 +182,9 @@ type PreciseReport struct {
 	// Updated and NotReached name the layers whose statistics were replaced
 	// and those the forward never reached (left untouched).
 	Updated, NotReached []string
+	// Populations holds the exact population statistics of the layers
+	// named in Updated, in that order (see Population, MergePopulations).
+	Populations []Population
 }
 
 // preciseCollector accumulates the moments a layer observes.
@@ -434,6 +437,7 @@ func Precise(ctx context.Context, layers []Normalizer, run BatchFunc, opt Precis
 		}
 		l.mu.Unlock()
 		rep.Updated = append(rep.Updated, l.Name())
+		rep.Populations = append(rep.Populations, populationOf(l, cols[i].total))
 	}
 	if len(rep.NotReached) > 0 {
 		return rep, fmt.Errorf("%w: %s", ErrNotReached, strings.Join(rep.NotReached, ", "))

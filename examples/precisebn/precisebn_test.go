@@ -217,3 +217,18 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("samples %v, other momenta %v", o.cfg.samples, o.cfg.otherMomenta)
 	}
 }
+
+func TestSeedSummary(t *testing.T) {
+	mk := func(ema, precise float64) *result {
+		e := estimate{name: "EMA (momentum 0.1)", acc: ema, meanErr: []float64{0.01, 0.04}, varErr: []float64{0.1, 0.2}}
+		p := estimate{name: "PreciseBN, whole training set", acc: precise, meanErr: []float64{0, 0.001}, varErr: []float64{0, 0.002}}
+		return &result{cfg: smallConfig(), ema: e, precise: []estimate{p}, truthAcc: precise, batchAcc: 0.9}
+	}
+	var sb strings.Builder
+	writeSeedSummary(&sb, []*result{mk(0.90, 0.92), mk(0.94, 0.93)})
+	for _, want := range []string{"Over 2 seeds", "| EMA (momentum 0.1) | 92.00 ± 2.83 | 0.0400 ± 0.0000 |", "minus EMA, test accuracy: +0.50 ± 2.12 points"} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, sb.String())
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gorgonia-bn/bn/examples/internal/plotutil"
+	"github.com/gorgonia-bn/bn/examples/internal/stats"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -148,4 +149,28 @@ func plotResult(path string, r *result) error {
 	panels = append(panels, plotutil.Panel{Title: "test accuracy (population: black)", XLabel: "PreciseBN samples", YLabel: "%", Series: acc,
 		LogX: true, YMin: plotutil.Float(math.Floor(100*lo - 0.5)), YMax: plotutil.Float(math.Ceil(100*hi + 0.5)), NoLegend: true})
 	return plotutil.SavePNG(path, 44*vg.Centimeter, 11*vg.Centimeter, panels...)
+}
+
+// writeSeedSummary writes, over the runs of several seeds, the mean ±
+// standard deviation of the test accuracies and of the last layer's
+// statistic errors, and of PreciseBN's accuracy gain over the EMA.
+func writeSeedSummary(w io.Writer, rs []*result) {
+	last := len(layerNames) - 1
+	col := func(f func(r *result) float64) stats.Summary {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		return stats.Of(v)
+	}
+	whole := func(r *result) estimate { return r.precise[len(r.precise)-1] }
+	fmt.Fprintf(w, "Over %d seeds (mean ± standard deviation):\n\n", len(rs))
+	fmt.Fprintf(w, "| statistics | test accuracy %% | %s mean err | %s var err |\n|---|---|---|---|\n", layerNames[last], layerNames[last])
+	fmt.Fprintf(w, "| %s | %s | %s | %s |\n", rs[0].ema.name, col(func(r *result) float64 { return r.ema.acc }).Format("%.2f", 100),
+		col(func(r *result) float64 { return r.ema.meanErr[last] }).Format("%.4f", 1), col(func(r *result) float64 { return r.ema.varErr[last] }).Format("%.4f", 1))
+	fmt.Fprintf(w, "| PreciseBN, whole training set | %s | %s | %s |\n", col(func(r *result) float64 { return whole(r).acc }).Format("%.2f", 100),
+		col(func(r *result) float64 { return whole(r).meanErr[last] }).Format("%.4f", 1), col(func(r *result) float64 { return whole(r).varErr[last] }).Format("%.4f", 1))
+	fmt.Fprintf(w, "| population (ground truth) | %s | 0 | 0 |\n", col(func(r *result) float64 { return r.truthAcc }).Format("%.2f", 100))
+	fmt.Fprintf(w, "| batch statistics of each test batch of %d | %s | – | – |\n", rs[0].cfg.batch, col(func(r *result) float64 { return r.batchAcc }).Format("%.2f", 100))
+	fmt.Fprintf(w, "\nPreciseBN (whole set) minus EMA, test accuracy: %s points.\n", col(func(r *result) float64 { return whole(r).acc - r.ema.acc }).Format("%+.2f", 100))
 }

@@ -32,11 +32,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
-	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -45,6 +45,7 @@ import (
 	"github.com/gorgonia-bn/bn/examples/internal/cli"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"github.com/gorgonia-bn/bn/examples/internal/plotutil"
+	"github.com/gorgonia-bn/bn/examples/internal/stats"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -59,36 +60,74 @@ type options struct {
 	quiet                 bool
 	syncTimeout           time.Duration
 	checkpoint, resume    string
-	ckptEvery             int
+	ckptEvery, seeds      int
+	profile               func() (func() error, error)
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	var o options
+	fs := cli.NewFlagSet("syncbn", "Data-parallel training at 2 samples per worker: per-worker BN vs SyncBN vs one worker with the whole batch (in-process workers; MPI processes with -tags mpi).", stderr)
+	fs.IntVar(&o.workers, "workers", 4, "data-parallel workers (in-process; under MPI the number of processes)")
+	fs.IntVar(&o.batch, "batch", 2, "samples per worker and step")
+	fs.IntVar(&o.steps, "steps", 3000, "training steps")
+	fs.IntVar(&o.trainN, "train", 24000, "training images used (the first N of the 60000; 0: all)")
+	fs.IntVar(&o.testN, "test", 10000, "test images for the final accuracy (the first N; 0: all)")
+	fs.IntVar(&o.evalN, "eval", 2000, "test images for the accuracy during training")
+	fs.IntVar(&o.evalEvery, "eval-every", 500, "steps between accuracy measurements (0: at the end only)")
+	fs.IntVar(&o.evalBatch, "eval-batch", 100, "batch size of the evaluation (each worker holds one evaluation graph of this batch)")
+	fs.Float64Var(&o.lr, "lr", 0.02, "learning rate (SGD with momentum)")
+	fs.Float64Var(&o.mom, "momentum", 0.9, "momentum")
+	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights and the data order (the first, with -seeds)")
+	fs.IntVar(&o.seeds, "seeds", 1, "runs with the seeds -seed, -seed+1, …: a table per seed, then the final accuracies' mean ± standard deviation and per-worker BN minus SyncBN (plot: the last seed)")
+	fs.StringVar(&o.dtype, "dtype", "float64", "float64 or float32")
+	fs.StringVar(&o.runs, "runs", "local,sync,single", "runs to make: local (per-worker BN), sync (SyncBN), single (one worker, whole batch)")
+	fs.StringVar(&o.plot, "plot", filepath.Join("out", "syncbn", "syncbn.png"), "PNG file of the curves (empty: none); its folder is created")
+	fs.StringVar(&o.dataDir, "data", "", "folder of the MNIST idx files (default: the GoMNIST module's)")
+	fs.BoolVar(&o.quiet, "q", false, "no progress output")
+	fs.DurationVar(&o.syncTimeout, "sync-timeout", bn.DefaultSyncTimeout, "bound on each collective (SyncBN's and the data-parallel ones): past it a rank fails with an error naming it")
+	fs.StringVar(&o.checkpoint, "checkpoint", "", "file rank 0 writes the training state to every -checkpoint-every steps (one run in -runs)")
+	fs.IntVar(&o.ckptEvery, "checkpoint-every", 100, "steps between checkpoints")
+	fs.StringVar(&o.resume, "resume", "", "checkpoint file to resume from (rank 0 reads it; one run in -runs; the solver's momentum restarts from zero)")
+	o.profile = cli.CPUProfile(fs)
+	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if _, err := cli.Dtype(o.dtype); err != nil {
+		return nil, err
+	}
+	if o.workers < 1 || o.batch < 1 || o.steps < 1 || o.evalBatch < 1 || o.ckptEvery < 1 {
+		return nil, errors.New("-workers, -batch, -steps, -eval-batch and -checkpoint-every must be ≥ 1")
+	}
+	if o.trainN < 0 || o.testN < 0 || o.evalN < 0 || o.evalEvery < 0 {
+		return nil, errors.New("-train, -test, -eval and -eval-every must be ≥ 0")
+	}
+	for _, name := range strings.Split(o.runs, ",") {
+		switch strings.TrimSpace(name) {
+		case "local", "sync", "single":
+		default:
+			return nil, fmt.Errorf("-runs: unknown run %q (want local, sync, single)", name)
+		}
+	}
+	if o.seeds < 1 {
+		return nil, fmt.Errorf("-seeds %d, want ≥ 1", o.seeds)
+	}
+	if (o.checkpoint != "" || o.resume != "") && (strings.Contains(o.runs, ",") || o.seeds > 1) {
+		return nil, errors.New("-checkpoint and -resume need a single run in -runs and one seed")
+	}
+	if o.syncTimeout <= 0 {
+		return nil, errors.New("-sync-timeout must be positive")
+	}
+	return &o, nil
 }
 
 func main() {
-	var o options
-	flag.IntVar(&o.workers, "workers", 4, "data-parallel workers (in-process; under MPI the number of processes)")
-	flag.IntVar(&o.batch, "batch", 2, "samples per worker and step")
-	flag.IntVar(&o.steps, "steps", 3000, "training steps")
-	flag.IntVar(&o.trainN, "train", 24000, "training images used (the first N of the 60000; 0: all)")
-	flag.IntVar(&o.testN, "test", 10000, "test images for the final accuracy (the first N; 0: all)")
-	flag.IntVar(&o.evalN, "eval", 2000, "test images for the accuracy during training")
-	flag.IntVar(&o.evalEvery, "eval-every", 500, "steps between accuracy measurements (0: at the end only)")
-	flag.IntVar(&o.evalBatch, "eval-batch", 500, "batch size of the evaluation")
-	flag.Float64Var(&o.lr, "lr", 0.02, "learning rate (SGD with momentum)")
-	flag.Float64Var(&o.mom, "momentum", 0.9, "momentum")
-	flag.Int64Var(&o.seed, "seed", 1, "seed of the weights and the data order")
-	flag.StringVar(&o.dtype, "dtype", "float64", "float64 or float32")
-	flag.StringVar(&o.runs, "runs", "local,sync,single", "runs to make: local (per-worker BN), sync (SyncBN), single (one worker, whole batch)")
-	flag.StringVar(&o.plot, "plot", "syncbn.png", "PNG file of the curves (empty: none)")
-	flag.StringVar(&o.dataDir, "data", "", "folder of the MNIST idx files (default: the GoMNIST module's)")
-	flag.BoolVar(&o.quiet, "q", false, "no progress output")
-	flag.DurationVar(&o.syncTimeout, "sync-timeout", bn.DefaultSyncTimeout, "bound on each collective (SyncBN's and the data-parallel ones): past it a rank fails with an error naming it")
-	flag.StringVar(&o.checkpoint, "checkpoint", "", "file rank 0 writes the training state to every -checkpoint-every steps (one run in -runs)")
-	flag.IntVar(&o.ckptEvery, "checkpoint-every", 100, "steps between checkpoints")
-	flag.StringVar(&o.resume, "resume", "", "checkpoint file to resume from (rank 0 reads it; one run in -runs; the solver's momentum restarts from zero)")
-	flag.Parse()
-	launch(func(w *world) error {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	cli.Main("syncbn", parseFlags, func(ctx context.Context, o *options) error {
+		stop, err := o.profile()
+		if err != nil {
+			return err
+		}
 		defer stop()
-		return run(ctx, w, o)
+		return launch(func(w *world) error { return run(ctx, w, *o) })
 	})
 }
 
@@ -97,15 +136,6 @@ func run(ctx context.Context, w *world, o options) error {
 	dt, err := cli.Dtype(o.dtype)
 	if err != nil {
 		return err
-	}
-	if o.workers < 1 || o.batch < 1 || o.steps < 1 || o.evalBatch < 1 {
-		return errors.New("-workers, -batch, -steps and -eval-batch must be ≥ 1")
-	}
-	if (o.checkpoint != "" || o.resume != "") && strings.Contains(o.runs, ",") {
-		return errors.New("-checkpoint and -resume need a single run in -runs")
-	}
-	if o.syncTimeout <= 0 {
-		return errors.New("-sync-timeout must be positive")
 	}
 	logf := func(format string, args ...any) {
 		if !o.quiet && w.root() {
@@ -126,6 +156,84 @@ func run(ctx context.Context, w *world, o options) error {
 		evalEvery: o.evalEvery, evalBatch: o.evalBatch, seed: o.seed, dtype: dt,
 		syncTimeout: o.syncTimeout, checkpoint: o.checkpoint, ckptEvery: o.ckptEvery, resume: o.resume}
 	var results []*runResult
+	final := map[string][]float64{} // final test accuracy per run, over the seeds
+	var names []string
+	for i := range o.seeds {
+		base.seed = o.seed + int64(i)
+		if o.seeds > 1 {
+			logf("seed %d (%d of %d)", base.seed, i+1, o.seeds)
+		}
+		if results, err = runAll(ctx, w, o, base, d, logf); err != nil {
+			return err
+		}
+		for _, r := range results {
+			if _, ok := final[r.cfg.name]; !ok {
+				names = append(names, r.cfg.name)
+			}
+			final[r.cfg.name] = append(final[r.cfg.name], r.finalAcc)
+		}
+		if o.seeds > 1 && i < o.seeds-1 && w.root() {
+			fmt.Print(table(results))
+		}
+	}
+	if !w.root() {
+		return nil
+	}
+	fmt.Println()
+	fmt.Print(table(results))
+	if o.seeds > 1 {
+		fmt.Print(seedTable(names, final, o.seed))
+	}
+	// One line per run that identifies its final state bit for bit: equal
+	// hashes mean bitwise-equal parameters and running statistics.
+	for _, r := range results {
+		fmt.Printf("state %s: %s (%d parameters, %d running statistics, test accuracy %.4f)\n",
+			r.cfg.name, stateHash(r.params, r.stats), len(r.params), len(r.stats), r.finalAcc)
+	}
+	if o.plot != "" {
+		if err := os.MkdirAll(filepath.Dir(o.plot), 0o755); err != nil {
+			return err
+		}
+		if err := plotResults(o.plot, d.evalSet.Len(), results); err != nil {
+			return err
+		}
+		fmt.Printf("plot: %s\n", o.plot)
+	}
+	fmt.Printf("total time %.1f s\n", time.Since(t0).Seconds())
+	return nil
+}
+
+// seedTable summarises the final test accuracy of every run over the
+// seeds, and per-worker BN's difference to SyncBN seed by seed.
+func seedTable(names []string, final map[string][]float64, first int64) string {
+	var b strings.Builder
+	n := len(final[names[0]])
+	fmt.Fprintf(&b, "\nFinal test accuracy over %d seeds (%d … %d), mean ± standard deviation [each seed]:\n\n| run | test accuracy %% |\n|---|---|\n", n, first, first+int64(n)-1)
+	for _, name := range names {
+		fmt.Fprintf(&b, "| %s | %s %v |\n", name, stats.Of(final[name]).Format("%.2f", 100), percents(final[name]))
+	}
+	if l, s := final["per-worker BN"], final["SyncBN"]; l != nil && s != nil {
+		d := make([]float64, len(l))
+		for i := range l {
+			d[i] = l[i] - s[i]
+		}
+		fmt.Fprintf(&b, "\nper-worker BN minus SyncBN: %s points %v\n", stats.Of(d).Format("%+.2f", 100), percents(d))
+	}
+	return b.String()
+}
+
+func percents(v []float64) []string {
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i] = fmt.Sprintf("%.2f", 100*x)
+	}
+	return out
+}
+
+// runAll makes the runs -runs names with base's configuration.
+func runAll(ctx context.Context, w *world, o options, base runConfig, d *data, logf func(string, ...any)) ([]*runResult, error) {
+	var results []*runResult
+	var err error
 	for _, name := range strings.Split(o.runs, ",") {
 		cfg := base
 		switch strings.TrimSpace(name) {
@@ -136,7 +244,7 @@ func run(ctx context.Context, w *world, o options) error {
 		case "single":
 			cfg.name, cfg.workers, cfg.batch = "one worker", 1, o.workers*o.batch
 		default:
-			return fmt.Errorf("-runs: unknown run %q (want local, sync, single)", name)
+			return nil, fmt.Errorf("-runs: unknown run %q (want local, sync, single)", name)
 		}
 		var res *runResult
 		if cfg.workers == 1 {
@@ -147,29 +255,11 @@ func run(ctx context.Context, w *world, o options) error {
 			})
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		results = append(results, res)
 	}
-	if !w.root() {
-		return nil
-	}
-	fmt.Println()
-	fmt.Print(table(results))
-	// One line per run that identifies its final state bit for bit: equal
-	// hashes mean bitwise-equal parameters and running statistics.
-	for _, r := range results {
-		fmt.Printf("state %s: %s (%d parameters, %d running statistics, test accuracy %.4f)\n",
-			r.cfg.name, stateHash(r.params, r.stats), len(r.params), len(r.stats), r.finalAcc)
-	}
-	if o.plot != "" {
-		if err := plotResults(o.plot, d.evalSet.Len(), results); err != nil {
-			return err
-		}
-		fmt.Printf("plot: %s\n", o.plot)
-	}
-	fmt.Printf("total time %.1f s\n", time.Since(t0).Seconds())
-	return nil
+	return results, nil
 }
 
 // table formats the results as a Markdown table, with the distance between
@@ -208,19 +298,30 @@ func table(rs []*runResult) string {
 func plotResults(path string, evalN int, rs []*runResult) error {
 	var loss, acc []plotutil.Series
 	lo, hi := 100.0, 0.0
+	both := 0
+	for _, r := range rs {
+		if r.cfg.syncBN || r.cfg.workers == 1 {
+			both++
+		}
+	}
 	for i, r := range rs {
+		name := r.cfg.name
+		if both == 2 && r.cfg.workers == 1 {
+			// Its curves lie on SyncBN's (equal up to rounding).
+			name += " (on top of SyncBN: equal up to rounding)"
+		}
 		x := make([]float64, len(r.loss))
 		for s := range x {
 			x[s] = float64(s + 1)
 		}
 		win := max(1, len(r.loss)/30)
-		loss = append(loss, plotutil.Series{Name: r.cfg.name, X: x, Y: plotutil.MovingAverage(r.loss, win), Color: i, Dashed: r.cfg.workers == 1})
+		loss = append(loss, plotutil.Series{Name: name, X: x, Y: plotutil.MovingAverage(r.loss, win), Color: i, Dashed: r.cfg.workers == 1})
 		ax, ay := make([]float64, len(r.testAcc)), make([]float64, len(r.testAcc))
 		for k := range ax {
 			ax[k], ay[k] = float64(r.evalStep[k]), 100*r.testAcc[k]
 			lo, hi = min(lo, ay[k]), max(hi, ay[k])
 		}
-		acc = append(acc, plotutil.Series{Name: r.cfg.name, X: ax, Y: ay, Color: i, Dashed: r.cfg.workers == 1, Points: true})
+		acc = append(acc, plotutil.Series{Name: name, X: ax, Y: ay, Color: i, Dashed: r.cfg.workers == 1, Points: true})
 	}
 	// Head room for the legend above the curves.
 	top := plotutil.Float(min(100, hi+0.6*(hi-lo)+0.5))

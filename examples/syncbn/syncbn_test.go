@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -90,5 +91,29 @@ func TestSyncBNMatchesOneWorker(t *testing.T) {
 	}
 	if st, err := os.Stat(png); err != nil || st.Size() < 1000 {
 		t.Fatalf("plot: %v, %v", st, err)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-workers", "0"}, {"-eval-batch", "0"}, {"-runs", "foo"}, {"-dtype", "int"}, {"-sync-timeout", "0s"},
+		{"-checkpoint", "x", "-runs", "local,sync"}, {"-train", "-1"}, {"extra"}, {"-steps", "x"},
+	} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("%q: no error", args)
+		}
+	}
+	o, err := parseFlags([]string{"-runs", "sync", "-plot", ""}, io.Discard)
+	if err != nil || o.runs != "sync" || o.plot != "" {
+		t.Errorf("%+v, %v", o, err)
+	}
+}
+
+func TestSeedTable(t *testing.T) {
+	got := seedTable([]string{"per-worker BN", "SyncBN"}, map[string][]float64{"per-worker BN": {0.95, 0.97}, "SyncBN": {0.96, 0.96}}, 3)
+	for _, want := range []string{"over 2 seeds (3 … 4)", "| per-worker BN | 96.00 ± 1.41 [95.00 97.00] |", "per-worker BN minus SyncBN: +0.00 ± 1.41 points [-1.00 1.00]"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
 	}
 }

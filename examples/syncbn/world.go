@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log"
 	"sync"
 
 	"github.com/gorgonia-bn/bn/collective"
@@ -15,11 +14,9 @@ import (
 // in-process backend.
 type world struct{}
 
-// launch runs f in this process and exits on error.
-func launch(f func(w *world) error) {
-	if err := f(&world{}); err != nil {
-		log.Fatal(err)
-	}
+// launch runs f in this process and returns its error.
+func launch(f func(w *world) error) error {
+	return f(&world{})
 }
 
 // root reports whether this process prints and plots: always.

@@ -18,7 +18,9 @@ type world struct{ c collective.Communicator }
 // launch runs f in every MPI process (collective/mpi's RunMain: MPI is
 // initialized and finalized, and the job exits with the largest exit
 // code). A binary started without mpirun is a world of one process.
-func launch(f func(w *world) error) {
+//
+// It returns nil only if RunMain returns, which it does not: the job exits.
+func launch(f func(w *world) error) error {
 	mpi.RunMain(func(c collective.Communicator) int {
 		if err := f(&world{c}); err != nil {
 			// Host and wall-clock time, so that the ranks' reports of a
@@ -29,6 +31,7 @@ func launch(f func(w *world) error) {
 		}
 		return 0
 	})
+	return nil
 }
 
 // root reports whether this process prints and plots: rank 0.

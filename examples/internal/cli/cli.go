@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -21,8 +22,10 @@ import (
 
 // Main runs the example command name: it parses os.Args[1:] with parse
 // (flags, with usage and errors on stderr) and calls run with a context that
-// an interrupt (Ctrl-C) cancels. After -h it returns; on an error it prints
-// "name: error" to stderr and exits with status 1.
+// an interrupt (Ctrl-C) cancels. After -h it returns. A bad command line
+// exits with status 2, its error printed once (the flag package has
+// already printed a syntax error and the usage; Parse marks those); an
+// error of run prints "name: error" to stderr and exits with status 1.
 func Main[O any](name string, parse func(args []string, stderr io.Writer) (O, error), run func(ctx context.Context, o O) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -30,14 +33,24 @@ func Main[O any](name string, parse func(args []string, stderr io.Writer) (O, er
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
-	if err == nil {
-		err = run(ctx, o)
-	}
 	if err != nil {
+		if !errors.As(err, new(*printedError)) {
+			fmt.Fprintln(os.Stderr, name+":", err)
+		}
+		os.Exit(2)
+	}
+	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
 		os.Exit(1)
 	}
 }
+
+// printedError is an error of the flag package, which has printed it
+// already (with the usage).
+type printedError struct{ err error }
+
+func (e *printedError) Error() string { return e.err.Error() }
+func (e *printedError) Unwrap() error { return e.err }
 
 // NewFlagSet returns a flag set for the example name that reports errors to
 // stderr and returns them (flag.ContinueOnError). Its usage message is
@@ -55,7 +68,10 @@ func NewFlagSet(name, summary string, stderr io.Writer) *flag.FlagSet {
 // Parse parses args with fs and rejects arguments that are not flags.
 func Parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &printedError{err}
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -102,8 +118,12 @@ func Dtype(s string) (tensor.Dtype, error) {
 }
 
 // NewBar returns a progress bar of max steps described by desc, drawn on f
-// when f is a terminal and silent otherwise.
+// when f is a terminal. Otherwise (a log file, a pipe) it prints one line,
+// "desc (max steps)", and stays silent, so that a log shows every stage.
 func NewBar(f *os.File, max int, desc string) *progressbar.ProgressBar {
+	if !IsTerminal(f) {
+		fmt.Fprintf(f, "%s %s (%d steps)\n", time.Now().Format("15:04:05"), desc, max)
+	}
 	return progressbar.NewOptions(max,
 		progressbar.OptionSetWriter(f),
 		progressbar.OptionSetVisibility(IsTerminal(f)),
@@ -114,6 +134,58 @@ func NewBar(f *os.File, max int, desc string) *progressbar.ProgressBar {
 		progressbar.OptionClearOnFinish(),
 		progressbar.OptionThrottle(100*time.Millisecond),
 	)
+}
+
+// CPUProfile adds the flag -cpuprofile to fs and returns the function that
+// starts the profile the flag asks for (none when it is empty); the
+// function it returns stops it and closes the file.
+//
+//	start := cli.CPUProfile(fs)
+//	…
+//	stop, err := start()
+//	if err != nil { return err }
+//	defer stop()
+func CPUProfile(fs *flag.FlagSet) func() (stop func() error, err error) {
+	path := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) to this file")
+	return func() (func() error, error) {
+		if *path == "" {
+			return func() error { return nil }, nil
+		}
+		f, err := os.Create(*path)
+		if err != nil {
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+		return func() error {
+			pprof.StopCPUProfile()
+			return f.Close()
+		}, nil
+	}
+}
+
+// Seeds returns the seeds 1 … n of the -seeds flag (n ≥ 1).
+func Seeds(n int) ([]int64, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("-seeds %d, want ≥ 1", n)
+	}
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = int64(i + 1)
+	}
+	return out, nil
+}
+
+// Stage returns a function that prints one line, prefixed with the time
+// since the call, to w: the progress of long stages when no progress bar
+// is drawn (stdout is not a terminal), so that a log shows every stage.
+func Stage(w io.Writer) func(format string, args ...any) {
+	start := time.Now()
+	return func(format string, args ...any) {
+		fmt.Fprintf(w, "[%5.0fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
 }
 
 // IsTerminal reports whether f is a character device (a terminal).

@@ -50,3 +50,37 @@ func TestDtype(t *testing.T) {
 		t.Error("int: no error")
 	}
 }
+
+func TestParseErrorMarked(t *testing.T) {
+	var out strings.Builder
+	fs := NewFlagSet("demo", "Does a thing.", &out)
+	fs.Int("n", 3, "how many")
+	start := CPUProfile(fs)
+	err := Parse(fs, []string{"-n", "x"})
+	if err == nil || !errors.As(err, new(*printedError)) {
+		t.Fatalf("bad flag: %v", err)
+	}
+	if strings.Count(out.String(), "invalid value") != 1 {
+		t.Errorf("printed %q", out.String())
+	}
+	if err := Parse(fs, []string{"-n", "1", "extra"}); errors.As(err, new(*printedError)) {
+		t.Errorf("an extra argument is not printed by the flag package: %v", err)
+	}
+	path := t.TempDir() + "/cpu.prof"
+	if err := Parse(fs, []string{"-cpuprofile", path}); err != nil {
+		t.Fatal(err)
+	}
+	stop, err := start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := Seeds(3); err != nil || len(s) != 3 || s[2] != 3 {
+		t.Errorf("Seeds(3) = %v, %v", s, err)
+	}
+	if _, err := Seeds(0); err == nil {
+		t.Error("Seeds(0) accepted")
+	}
+}

@@ -227,3 +227,52 @@ func TestCrossEntropy(t *testing.T) {
 		t.Error("Scalar of a vector: no error")
 	}
 }
+
+// TestSGDAndSetValues: a step changes most weights; SetValues restores
+// them exactly; bad input is an error.
+func TestSGDAndSetValues(t *testing.T) {
+	set := randomSet(8, 2)
+	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
+		w, _ := NewWeights(dt, 4, ClassifierStd)
+		n, err := New(w, Config{Batch: 4, Train: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		if _, err := NewSGD(n, 0); err == nil {
+			t.Error("lr 0: no error")
+		}
+		sgd, err := NewSGD(n, 0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := n.Values()
+		if _, err := sgd.Step(set, []int{0, 1, 2, 3}); err != nil {
+			t.Fatal(err)
+		}
+		after := n.Values()
+		changed := 0
+		for i := range before {
+			if before[i] != after[i] {
+				changed++
+			}
+		}
+		if changed < len(before)/2 {
+			t.Errorf("%v: a step changed %d of %d values", dt, changed, len(before))
+		}
+		if err := n.SetValues(before); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range n.Values() {
+			if v != before[i] {
+				t.Fatalf("%v: SetValues: value %d is %v, want %v", dt, i, v, before[i])
+			}
+		}
+		if err := n.SetValues(before[1:]); err == nil {
+			t.Error("short vector: no error")
+		}
+		if _, err := sgd.Step(set, []int{0, 1}); err == nil {
+			t.Error("batch of the wrong size: no error")
+		}
+	}
+}

@@ -26,6 +26,9 @@ type Series struct {
 	Color  int  // index into the palette
 	Dashed bool // dashed line
 	Points bool // mark the points too
+	// Err, if set (one per point), draws an error bar of ±Err[i] at each
+	// point: the spread over seeds.
+	Err []float64
 }
 
 // Panel is one chart of a figure.
@@ -114,13 +117,24 @@ func build(pn Panel) (*plot.Plot, error) {
 		if len(s.X) != len(s.Y) {
 			return nil, fmt.Errorf("series %q: %d X and %d Y values", s.Name, len(s.X), len(s.Y))
 		}
+		if s.Err != nil && len(s.Err) != len(s.Y) {
+			return nil, fmt.Errorf("series %q: %d error bars for %d points", s.Name, len(s.Err), len(s.Y))
+		}
 		xys := make(plotter.XYs, 0, len(s.X))
+		var errs plotter.YErrors
 		for i := range s.X {
 			x, y := s.X[i], s.Y[i]
 			if !pn.drawable(x, y) {
 				continue
 			}
 			xys = append(xys, plotter.XY{X: x, Y: y})
+			if s.Err != nil {
+				e := s.Err[i]
+				if !finite(e) || pn.LogY && y-e <= 0 {
+					e = 0
+				}
+				errs = append(errs, struct{ Low, High float64 }{e, e})
+			}
 		}
 		if len(xys) == 0 {
 			continue
@@ -136,6 +150,18 @@ func build(pn Panel) (*plot.Plot, error) {
 			line.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
 		}
 		p.Add(line)
+		if s.Err != nil {
+			bars, err := plotter.NewYErrorBars(struct {
+				plotter.XYs
+				plotter.YErrors
+			}{xys, errs})
+			if err != nil {
+				return nil, fmt.Errorf("series %q: %w", s.Name, err)
+			}
+			bars.Color = c
+			bars.LineStyle.Color = c
+			p.Add(bars)
+		}
 		if s.Points {
 			pts, err := plotter.NewScatter(xys)
 			if err != nil {

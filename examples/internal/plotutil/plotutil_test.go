@@ -32,6 +32,7 @@ func TestSavePNG(t *testing.T) {
 			}},
 			{Title: "accuracy", NoLegend: true, YMin: Float(0), YMax: Float(100), Series: []Series{
 				{Name: "a", X: []float64{1, 2}, Y: []float64{50, 90}, Points: true},
+				{Name: "spread", X: []float64{1, 2, 3}, Y: []float64{40, 80, math.NaN()}, Err: []float64{3, math.NaN(), 1}},
 			}},
 		},
 		"logx.png": {
@@ -60,6 +61,9 @@ func TestSavePNG(t *testing.T) {
 	path := filepath.Join(dir, "bad.png")
 	if err := SavePNG(path, vg.Centimeter, vg.Centimeter, Panel{Series: []Series{{X: []float64{1}}}}); err == nil {
 		t.Error("X and Y of different lengths: no error")
+	}
+	if err := SavePNG(path, vg.Centimeter, vg.Centimeter, Panel{Series: []Series{{X: []float64{1}, Y: []float64{1}, Err: []float64{1, 2}}}}); err == nil {
+		t.Error("error bars of another length: no error")
 	}
 	if err := SavePNG(path, vg.Centimeter, vg.Centimeter); err == nil {
 		t.Error("no panels: no error")
