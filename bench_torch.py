@@ -15,6 +15,12 @@ would take a slow stride-0 path). Prints the median of 20 timed calls (after
     /usr/bin/python3 bench_torch.py --reps 200 --only 256x1024,8x256x14x14
 
 times only the named shapes, with more calls.
+
+    /usr/bin/python3 bench_torch.py --relu
+
+times F.relu(F.batch_norm(x)) instead (PyTorch's eager BN followed by a
+ReLU, two kernels each way: what BenchmarkFused's fused op is compared
+with), on lines that start with "relu".
 """
 import argparse
 import statistics
@@ -42,6 +48,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20, help="timed calls per median")
     ap.add_argument("--only", default="", help="comma-separated shapes, e.g. 256x1024")
+    ap.add_argument("--relu", action="store_true", help="time relu(batch_norm(x))")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     torch.set_num_threads(2)
@@ -59,16 +66,19 @@ def main():
             b = torch.zeros(c, dtype=dt, requires_grad=True)
             rm, rv = torch.zeros(c, dtype=dt), torch.ones(c, dtype=dt)
 
+            act = F.relu if args.relu else (lambda v: v)
+
             def fwd():
                 with torch.no_grad():
-                    F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+                    act(F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5))
 
             def fwdbwd():
-                y = F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5)
+                y = act(F.batch_norm(x, rm, rv, w, b, training=True, momentum=0.1, eps=1e-5))
                 torch.autograd.grad(y, (x, w, b), dy)
 
             name = "x".join(map(str, shape))
-            print(f"{name:>16} {str(dt).replace('torch.', ''):>8} {median_us(fwd, args.reps):10.0f} {median_us(fwdbwd, args.reps):11.0f}")
+            tag = "relu " if args.relu else ""
+            print(f"{tag}{name:>16} {str(dt).replace('torch.', ''):>8} {median_us(fwd, args.reps):10.0f} {median_us(fwdbwd, args.reps):11.0f}")
 
 
 if __name__ == "__main__":

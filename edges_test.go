@@ -253,6 +253,9 @@ func TestMisuseReturnsTypedErrors(t *testing.T) {
 	must(t, err)
 	one, err := collective.NewInProcess(1)
 	must(t, err)
+	zWide := gorgonia.NewMatrix(g, tensor.Float64, gorgonia.WithShape(4, 3), gorgonia.WithName("zWide"))
+	z32 := gorgonia.NewMatrix(g, tensor.Float32, gorgonia.WithShape(4, 2), gorgonia.WithName("z32"))
+	zOther := gorgonia.NewMatrix(gorgonia.NewGraph(), tensor.Float64, gorgonia.WithShape(4, 2), gorgonia.WithName("zOther"))
 	syncA := newL(WithName("syncA"), WithCommunicator(two[0]))
 	syncB := newL(WithName("syncB"), WithCommunicator(other[0]))
 	calls := 0
@@ -311,6 +314,14 @@ func TestMisuseReturnsTypedErrors(t *testing.T) {
 		{"ApplySegmented/nil-segmenter", func() error { _, err := grouped.applySegmented(x, nil); return err }, ErrOption},
 		{"ApplySegmented/typed-nil-segmenter", func() error { _, err := grouped.applySegmented(x, nilSeg); return err }, ErrOption},
 		{"ApplySegmented/ghost-layer", func() error { _, err := ghost.applySegmented(x, edgeSegs{2}); return err }, ErrOption},
+		{"ApplyAddReLU/z-of-another-shape", func() error { _, err := plain.ApplyAddReLU(x, zWide); return err }, ErrShape},
+		{"ApplyAddReLU/z-of-another-dtype", func() error { _, err := plain.ApplyAddReLU(x, z32); return err }, ErrDtype},
+		{"ApplyAddReLU/nil-z", func() error { _, err := plain.ApplyAddReLU(x, nil); return err }, ErrShape},
+		{"ApplyAddReLU/z-of-another-graph", func() error { _, err := plain.ApplyAddReLU(x, zOther); return err }, ErrShape},
+		{"ApplyReLU/nil-layer", func() error { _, err := nilLayer.ApplyReLU(x); return err }, ErrOption},
+		{"ApplyReLU/nil-input", func() error { _, err := plain.ApplyReLU(nil); return err }, ErrShape},
+		{"ApplySegmentedReLU/nil-segmenter", func() error { _, err := grouped.applySegmentedReLU(x, nil, nil); return err }, ErrOption},
+		{"ApplySegmentedReLU/ghost-layer", func() error { _, err := ghost.applySegmentedReLU(x, nil, edgeSegs{2}); return err }, ErrOption},
 		{"SetMode/unknown", func() error { return plain.SetMode(Mode(9)) }, ErrOption},
 		{"SetRunningStats/nil", func() error { return plain.SetRunningStats(nil, nil) }, ErrState},
 		{"Precise/nil-context", func() error {

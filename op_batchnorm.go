@@ -265,7 +265,7 @@ const MaxChannels = 1 << 24
 func (l *Layer) Groups() int { return l.groups }
 
 // applySegmented is Apply with the samples of each batch assigned to
-// segments by seg when the graph runs (see engine.Segmenter).
+// segments by seg when the graph runs (see engine.segmenter).
 func (l *Layer) applySegmented(x *gorgonia.Node, seg segmenter) (*gorgonia.Node, error) {
 	if l == nil {
 		return nil, fmt.Errorf("%w: ApplySegmented on a nil *Layer", ErrOption)

@@ -298,6 +298,14 @@ func (op *dxOp) cudaShape(in []gorgonia.Value) (tensor.Shape, error) {
 
 // cudaRun is forward (op_batchnorm.go) on device memory.
 func (op *fwdOp) cudaRun(d *cudaDev, y tensor.Tensor, in []gorgonia.Value) error {
+	return op.cudaForward(d, y, in, func(st *cudaState, x, y cu.DevicePtr) error {
+		return st.apply(x, 0, y, op.s.mean, nil, op.s.scale, op.s.shift)
+	})
+}
+
+// cudaForward runs the forward's host steps and statistics pass on d, then
+// apply (the apply pass: plain, or fused with a ReLU by reluOp).
+func (op *fwdOp) cudaForward(d *cudaDev, y tensor.Tensor, in []gorgonia.Value, apply func(st *cudaState, x, y cu.DevicePtr) error) error {
 	x, err := op.checkInputs(in)
 	if err != nil {
 		return err
@@ -355,9 +363,7 @@ func (op *fwdOp) cudaRun(d *cudaDev, y tensor.Tensor, in []gorgonia.Value) error
 	if err := op.statistics(x.Shape()); err != nil {
 		return err
 	}
-	err = d.run(func() error {
-		return st.apply(devPtr(x), 0, devPtr(y), s.mean, nil, s.scale, s.shift)
-	})
+	err = d.run(func() error { return apply(st, devPtr(x), devPtr(y)) })
 	if err != nil {
 		return err
 	}

@@ -494,7 +494,7 @@ func EmptyStep(layers []*Layer, backward bool) error {
 		case l.cfg.ghost > 0:
 			return fmt.Errorf("%w: EmptyStep does not support ghost layers (%s): the ghost groups of the global batch depend on every rank's batch size", ErrOption, l.cfg.name)
 		case l.groups > 1 && l.lastSeg() == nil:
-			return fmt.Errorf("%w: EmptyStep: layer %s has %d statistics groups but was never applied with a segmenter (ApplySegmented): apply it in this rank's graph first", ErrOption, l.cfg.name, l.groups)
+			return fmt.Errorf("%w: EmptyStep: layer %s has %d statistics groups but was never applied with a segmenter (a domainbn layer's Apply): apply it in this rank's graph first", ErrOption, l.cfg.name, l.groups)
 		}
 	}
 	ops := make([]*fwdOp, len(layers))

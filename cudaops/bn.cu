@@ -262,11 +262,25 @@ __device__ __forceinline__ void row_stats(const T *__restrict__ x, const i64 *__
 }
 
 // ------------------------------------------------------- backward sums
+//
+// With MASK (BN fused with a ReLU, bn_sums_relu_*), the gradient summed is
+// g = dy where the forward's output y > 0, else 0, and g is also written
+// out (the gradient of the residual, and what the dx pass reads).
 
-template <typename T>
+// grad_at returns dy[o], or with MASK the masked g[o], which it stores.
+template <typename T, bool MASK>
+__device__ __forceinline__ double grad_at(const T *dy, const T *y, T *g, i64 o) {
+    if (!MASK) return (double)dy[o];
+    const T v = y[o] > (T)0 ? dy[o] : (T)0;
+    g[o] = v;
+    return (double)v;
+}
+
+template <typename T, bool MASK = false>
 __device__ __forceinline__ void plane_sums(const T *__restrict__ x, const T *__restrict__ dy,
                                            const i64 *__restrict__ tab, const double *__restrict__ mean,
-                                           double *__restrict__ part, i64 C, i64 S) {
+                                           double *__restrict__ part, i64 C, i64 S, const T *__restrict__ y = 0,
+                                           T *__restrict__ g = 0) {
     const i64 c = blockIdx.x % C, q = blockIdx.x / C;
     const i64 i0 = tab[3 * q], len = tab[3 * q + 1] - i0, seg = tab[3 * q + 2];
     const double mu = mean[seg * C + c];
@@ -278,7 +292,7 @@ __device__ __forceinline__ void plane_sums(const T *__restrict__ x, const T *__r
 #pragma unroll
         for (int j = 0; j < GROUP; ++j) {
             xv[j] = (double)x[w.off];
-            gv[j] = (double)dy[w.off];
+            gv[j] = grad_at<T, MASK>(dy, y, g, w.off);
             w.next();
         }
 #pragma unroll
@@ -288,9 +302,9 @@ __device__ __forceinline__ void plane_sums(const T *__restrict__ x, const T *__r
         }
     }
     for (; w.m > 0; --w.m) {
-        const double g = (double)dy[w.off];
-        s1 += g;
-        s2 = fma(g, (double)x[w.off] - mu, s2);
+        const double gd = grad_at<T, MASK>(dy, y, g, w.off);
+        s1 += gd;
+        s2 = fma(gd, (double)x[w.off] - mu, s2);
         w.next();
     }
     block_reduce_sum2(s1, s2);
@@ -302,10 +316,11 @@ __device__ __forceinline__ void plane_sums(const T *__restrict__ x, const T *__r
     }
 }
 
-template <typename T>
+template <typename T, bool MASK = false>
 __device__ __forceinline__ void row_sums(const T *__restrict__ x, const T *__restrict__ dy,
                                          const i64 *__restrict__ tab, const double *__restrict__ mean,
-                                         double *__restrict__ part, i64 C, i64 S, i64 ntiles) {
+                                         double *__restrict__ part, i64 C, i64 S, i64 ntiles,
+                                         const T *__restrict__ y = 0, T *__restrict__ g = 0) {
     __shared__ double sh[2][ROW_Y][ROW_X];
     const i64 L = C * S;
     const i64 tile = blockIdx.x % ntiles, q = blockIdx.x / ntiles;
@@ -317,18 +332,16 @@ __device__ __forceinline__ void row_sums(const T *__restrict__ x, const T *__res
         const double mu = mean[seg * C + j / S];
         const i64 step = (i64)ROW_Y * L;
         const i64 o0 = (r0 + ty) * L + j;
-        const T *px = x + o0;
-        const T *pg = dy + o0;
+        i64 o = o0;
         int m = (int)((len - ty + ROW_Y - 1) / ROW_Y);
         for (; m >= GROUP; m -= GROUP) {
             double xv[GROUP], gv[GROUP];
 #pragma unroll
             for (int k = 0; k < GROUP; ++k) {
-                xv[k] = (double)px[k * step];
-                gv[k] = (double)pg[k * step];
+                xv[k] = (double)x[o + k * step];
+                gv[k] = grad_at<T, MASK>(dy, y, g, o + k * step);
             }
-            px += GROUP * step;
-            pg += GROUP * step;
+            o += GROUP * step;
 #pragma unroll
             for (int k = 0; k < GROUP; ++k) {
                 s1 += gv[k];
@@ -336,11 +349,10 @@ __device__ __forceinline__ void row_sums(const T *__restrict__ x, const T *__res
             }
         }
         for (; m > 0; --m) {
-            const double g = (double)*pg;
-            s1 += g;
-            s2 = fma(g, (double)*px - mu, s2);
-            px += step;
-            pg += step;
+            const double gd = grad_at<T, MASK>(dy, y, g, o);
+            s1 += gd;
+            s2 = fma(gd, (double)x[o] - mu, s2);
+            o += step;
         }
     }
     sh[0][ty][tx] = s1;
@@ -365,8 +377,18 @@ __device__ __forceinline__ void row_sums(const T *__restrict__ x, const T *__res
 // out = a·dy + b·(x − mean) + c with the coefficients of the element's
 // (segment, channel); without dy (forward): out = b·(x − mean) + c.
 // out may alias x or dy: each element is read and written by one thread.
+// With RELU (BN fused with a ReLU, bn_apply_relu_*): a = 1 (dy is the
+// residual z, if any) and out = max(0, ·), taken after the rounding to T
+// (NaN and −0 stay, as on the CPU).
 
-template <typename T, bool BWD>
+template <typename T, bool RELU>
+__device__ __forceinline__ T act(double r) {
+    T t = (T)r;
+    if (RELU && t < (T)0) t = (T)0;
+    return t;
+}
+
+template <typename T, bool BWD, bool RELU>
 __device__ __forceinline__ void plane_apply_impl(const T *x, const T *dy, T *out, i64 i0, i64 len, i64 c, i64 C,
                                                  i64 S, double mu, double A, double Bc, double Cc) {
     PlaneWalk w;
@@ -384,19 +406,19 @@ __device__ __forceinline__ void plane_apply_impl(const T *x, const T *dy, T *out
 #pragma unroll
         for (int j = 0; j < GROUP; ++j) {
             double r = BWD ? fma(A, gv[j], fma(xv[j] - mu, Bc, Cc)) : fma(xv[j] - mu, Bc, Cc);
-            out[off[j]] = (T)r;
+            out[off[j]] = act<T, RELU>(r);
         }
     }
     for (; w.m > 0; --w.m) {
         const double xv = (double)x[w.off];
         double r = fma(xv - mu, Bc, Cc);
         if (BWD) r = fma(A, (double)dy[w.off], r);
-        out[w.off] = (T)r;
+        out[w.off] = act<T, RELU>(r);
         w.next();
     }
 }
 
-template <typename T>
+template <typename T, bool RELU = false>
 __device__ __forceinline__ void plane_apply(const T *x, const T *dy, T *out, const i64 *__restrict__ tab,
                                             i64 C, i64 S, const double *__restrict__ mean,
                                             const double *__restrict__ ca, const double *__restrict__ cb,
@@ -406,12 +428,12 @@ __device__ __forceinline__ void plane_apply(const T *x, const T *dy, T *out, con
     const i64 k = seg * C + c;
     const double mu = mean[k], Bc = cb[k], Cc = cc[k];
     if (dy != 0)
-        plane_apply_impl<T, true>(x, dy, out, i0, len, c, C, S, mu, ca[k], Bc, Cc);
+        plane_apply_impl<T, true, RELU>(x, dy, out, i0, len, c, C, S, mu, RELU ? 1.0 : ca[k], Bc, Cc);
     else
-        plane_apply_impl<T, false>(x, dy, out, i0, len, c, C, S, mu, 0.0, Bc, Cc);
+        plane_apply_impl<T, false, RELU>(x, dy, out, i0, len, c, C, S, mu, 0.0, Bc, Cc);
 }
 
-template <typename T, bool BWD>
+template <typename T, bool BWD, bool RELU>
 __device__ __forceinline__ void row_apply_impl(const T *x, const T *dy, T *out, i64 o0, i64 step, int m,
                                                double mu, double A, double Bc, double Cc) {
     i64 o = o0;
@@ -425,19 +447,19 @@ __device__ __forceinline__ void row_apply_impl(const T *x, const T *dy, T *out, 
 #pragma unroll
         for (int k = 0; k < GROUP; ++k) {
             double r = BWD ? fma(A, gv[k], fma(xv[k] - mu, Bc, Cc)) : fma(xv[k] - mu, Bc, Cc);
-            out[o + k * step] = (T)r;
+            out[o + k * step] = act<T, RELU>(r);
         }
         o += GROUP * step;
     }
     for (; m > 0; --m) {
         double r = fma((double)x[o] - mu, Bc, Cc);
         if (BWD) r = fma(A, (double)dy[o], r);
-        out[o] = (T)r;
+        out[o] = act<T, RELU>(r);
         o += step;
     }
 }
 
-template <typename T>
+template <typename T, bool RELU = false>
 __device__ __forceinline__ void row_apply(const T *x, const T *dy, T *out, const i64 *__restrict__ tab, i64 C,
                                           i64 S, i64 ntiles, const double *__restrict__ mean,
                                           const double *__restrict__ ca, const double *__restrict__ cb,
@@ -454,9 +476,9 @@ __device__ __forceinline__ void row_apply(const T *x, const T *dy, T *out, const
     const i64 o0 = (r0 + ty) * L + j;
     const int m = (int)((len - ty + ROW_Y - 1) / ROW_Y);
     if (dy != 0)
-        row_apply_impl<T, true>(x, dy, out, o0, step, m, mu, ca[k], Bc, Cc);
+        row_apply_impl<T, true, RELU>(x, dy, out, o0, step, m, mu, RELU ? 1.0 : ca[k], Bc, Cc);
     else
-        row_apply_impl<T, false>(x, dy, out, o0, step, m, mu, 0.0, Bc, Cc);
+        row_apply_impl<T, false, RELU>(x, dy, out, o0, step, m, mu, 0.0, Bc, Cc);
 }
 
 // ----------------------------------------------------- per-channel steps
@@ -630,6 +652,38 @@ __device__ __forceinline__ void merge_sums(const double *__restrict__ part, cons
 
 BN_TYPED(float, f32)
 BN_TYPED(double, f64)
+
+// BN fused with a ReLU (and a residual z, which may be 0): the apply pass
+// y = max(0, b·(x − mean) + c + z), and the backward-sums pass over the
+// gradient masked by y > 0, which it writes to g.
+#define BN_RELU_TYPED(T, SUF)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(PLANE_THREADS)                                                  \
+        bn_apply_relu_plane_##SUF(const T *x, const T *z, T *out, const i64 *__restrict__ tab, i64 C, i64 S,     \
+                                  const double *__restrict__ mean, const double *__restrict__ cb,                \
+                                  const double *__restrict__ cc) {                                               \
+        plane_apply<T, true>(x, z, out, tab, C, S, mean, 0, cb, cc);                                             \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(ROW_X *ROW_Y)                                                   \
+        bn_apply_relu_row_##SUF(const T *x, const T *z, T *out, const i64 *__restrict__ tab, i64 C, i64 S,       \
+                                i64 ntiles, const double *__restrict__ mean, const double *__restrict__ cb,      \
+                                const double *__restrict__ cc) {                                                 \
+        row_apply<T, true>(x, z, out, tab, C, S, ntiles, mean, 0, cb, cc);                                       \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(PLANE_THREADS)                                                  \
+        bn_sums_relu_plane_##SUF(const T *__restrict__ x, const T *__restrict__ dy, const T *__restrict__ y,     \
+                                 T *__restrict__ g, const i64 *__restrict__ tab, const double *__restrict__ mean, \
+                                 double *__restrict__ part, i64 C, i64 S) {                                      \
+        plane_sums<T, true>(x, dy, tab, mean, part, C, S, y, g);                                                 \
+    }                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(ROW_X *ROW_Y)                                                   \
+        bn_sums_relu_row_##SUF(const T *__restrict__ x, const T *__restrict__ dy, const T *__restrict__ y,       \
+                               T *__restrict__ g, const i64 *__restrict__ tab, const double *__restrict__ mean,   \
+                               double *__restrict__ part, i64 C, i64 S, i64 ntiles) {                            \
+        row_sums<T, true>(x, dy, tab, mean, part, C, S, ntiles, y, g);                                           \
+    }
+
+BN_RELU_TYPED(float, f32)
+BN_RELU_TYPED(double, f64)
 
 // bn_update_running folds K moments into running statistics.
 extern "C" __global__ void bn_update_running(const double *__restrict__ mom, i64 K, double *rmean, double *rvar,

@@ -91,12 +91,17 @@ const (
 	kMergeSums
 	kFinalize
 	kBwdCoeffs
+	kApplyReLUPlane // fused.go
+	kApplyReLURow
+	kSumsReLUPlane
+	kSumsReLURow
 	nTyped
 )
 
 var typedNames = [nTyped]string{
 	"bn_stats_plane", "bn_stats_row", "bn_sums_plane", "bn_sums_row", "bn_apply_plane", "bn_apply_row",
 	"bn_merge_stats", "bn_merge_sums", "bn_finalize", "bn_bwd_coeffs",
+	"bn_apply_relu_plane", "bn_apply_relu_row", "bn_sums_relu_plane", "bn_sums_relu_row",
 }
 
 // kernels on float64 statistics only.

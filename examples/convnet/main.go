@@ -45,6 +45,7 @@ type options struct {
 	out, data, dtype         string
 	dt                       tensor.Dtype // the element type -dtype names
 	trainSubset, testSubset  int
+	fused                    bool
 	statBatches              []int
 
 	load string // -load: evaluate a saved model (save.go)
@@ -66,6 +67,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.evalBatch, "eval-batch", 500, "batch size of the evaluations with running statistics")
 	fs.StringVar(&o.dtype, "dtype", "float32", "element type: float32 or float64")
 	fs.StringVar(&o.load, "load", "", loadFlag)
+	fs.BoolVar(&o.fused, "fused", true, "BN and ReLU as one op (bn.Layer.ApplyReLU); false: Apply then gorgonia.Rectify")
 	stat := fs.String("stat-batches", "1,4,8,64", "comma-separated batch sizes for the evaluation with mini-batch statistics")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
@@ -128,7 +130,7 @@ func run(ctx context.Context, o *options, w io.Writer) error {
 		for _, withBN := range []bool{true, false} {
 			cfg := runConfig{
 				name: runName(withBN, lr), withBN: withBN, lr: lr, momentum: o.momentum,
-				epochs: o.epochs, batch: o.batch, evalBatch: evalBatch, seed: o.seed, dtype: o.dt,
+				epochs: o.epochs, batch: o.batch, evalBatch: evalBatch, seed: o.seed, dtype: o.dt, fused: o.fused,
 			}
 			bar := cli.NewBar(os.Stdout, o.epochs*(trainSet.Len()/o.batch), cfg.name)
 			t0 := time.Now()

@@ -20,6 +20,7 @@ import (
 type model struct {
 	w      *cnn.Weights
 	withBN bool
+	fused  bool
 	train  *cnn.Net
 }
 
@@ -29,7 +30,7 @@ type model struct {
 // statistics of each evaluation batch). The mode is ignored without BN. step,
 // if not nil, is called after every batch.
 func (m *model) accuracy(ctx context.Context, set *mnist.Set, batch int, mode bn.Mode, step func()) (float64, error) {
-	en, err := cnn.New(m.w, cnn.Config{Batch: batch, NoBN: !m.withBN})
+	en, err := cnn.New(m.w, cnn.Config{Batch: batch, NoBN: !m.withBN, Fused: m.fused})
 	if err != nil {
 		return 0, err
 	}

@@ -24,6 +24,7 @@ type runConfig struct {
 	evalBatch int          // batch size of the test-set evaluation
 	seed      int64        // weights and data order
 	dtype     tensor.Dtype // float32 or float64
+	fused     bool         // BN + ReLU as one op (cnn.Config.Fused)
 }
 
 // runResult is what one run measured.
@@ -57,11 +58,11 @@ func train(ctx context.Context, cfg runConfig, trainSet, testSet *mnist.Set, ste
 	if err != nil {
 		return nil, err
 	}
-	tn, err := cnn.New(w, cnn.Config{Batch: cfg.batch, NoBN: !cfg.withBN, Train: true})
+	tn, err := cnn.New(w, cnn.Config{Batch: cfg.batch, NoBN: !cfg.withBN, Train: true, Fused: cfg.fused})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name, err)
 	}
-	m := &model{w: w, withBN: cfg.withBN, train: tn}
+	m := &model{w: w, withBN: cfg.withBN, fused: cfg.fused, train: tn}
 	res := &runResult{cfg: cfg, model: m}
 	solver := gorgonia.NewMomentum(gorgonia.WithLearnRate(cfg.lr), gorgonia.WithMomentum(cfg.momentum))
 	grads := gorgonia.NodesToValueGrads(tn.Learnables)

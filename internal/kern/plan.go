@@ -35,6 +35,7 @@ type Plan[T Float] struct {
 	a, b, c    []float64 // per segment·C
 	moms       []Moments // per segment·C, reduction output
 	sums       [][2]float64
+	relu       reluJob[T] // the fused passes (fused.go)
 }
 
 const (

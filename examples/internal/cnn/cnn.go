@@ -79,6 +79,9 @@ type Config struct {
 	Batch int  // samples per run
 	NoBN  bool // conv + bias → ReLU, without BN layers
 	Train bool // also build the gradients of the loss
+	// Fused applies BN and the ReLU as one op (bn.Layer.ApplyReLU) instead
+	// of Apply then gorgonia.Rectify; ignored without BN.
+	Fused bool
 	// BN are further options of every BN layer (besides its name).
 	BN []bn.Option
 }
@@ -145,7 +148,11 @@ func New(w *Weights, cfg Config) (*Net, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
-			if h, err = l.Apply(h); err != nil {
+			apply := l.Apply
+			if cfg.Fused {
+				apply = l.ApplyReLU
+			}
+			if h, err = apply(h); err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 			n.BNs = append(n.BNs, l)
@@ -153,7 +160,10 @@ func New(w *Weights, cfg Config) (*Net, error) {
 		} else if h, err = gorgonia.BroadcastAdd(h, b, nil, []byte{0, 2, 3}); err != nil {
 			return nil, fmt.Errorf("%s: bias: %w", name, err)
 		}
-		if h, err = gorgonia.Rectify(h); err != nil {
+		if cfg.NoBN || !cfg.Fused {
+			h, err = gorgonia.Rectify(h)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%s: relu: %w", name, err)
 		}
 		if h, err = gorgonia.MaxPool2D(h, tensor.Shape{2, 2}, []int{0, 0}, []int{2, 2}); err != nil {

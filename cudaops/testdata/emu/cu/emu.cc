@@ -96,6 +96,8 @@ static std::map<std::string, std::function<void(void **)>> table = {
     K(bn_apply_row_f32) K(bn_merge_stats_f32) K(bn_merge_sums_f32) K(bn_finalize_f32) K(bn_bwd_coeffs_f32)
     K(bn_stats_plane_f64) K(bn_stats_row_f64) K(bn_sums_plane_f64) K(bn_sums_row_f64) K(bn_apply_plane_f64)
     K(bn_apply_row_f64) K(bn_merge_stats_f64) K(bn_merge_sums_f64) K(bn_finalize_f64) K(bn_bwd_coeffs_f64)
+    K(bn_apply_relu_plane_f32) K(bn_apply_relu_row_f32) K(bn_sums_relu_plane_f32) K(bn_sums_relu_row_f32)
+    K(bn_apply_relu_plane_f64) K(bn_apply_relu_row_f64) K(bn_sums_relu_plane_f64) K(bn_sums_relu_row_f64)
     K(bn_update_running) K(bn_merge_moments)
 };
 
