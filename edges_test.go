@@ -19,11 +19,11 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// edgeSegs is a Segmenter that puts sample i in segment i % nseg, each
+// edgeSegs is a segmenter that puts sample i in segment i % nseg, each
 // segment normalized alone with its own statistics and γ/β group.
 type edgeSegs struct{ nseg int }
 
-func (f edgeSegs) Segments(n int, seg []int, m *SegmentMap) (int, error) {
+func (f edgeSegs) Segments(n int, seg []int, m *segMap) (int, error) {
 	for i := range n {
 		seg[i] = i % f.nseg
 	}
@@ -57,9 +57,9 @@ func newDualNet(t testing.TB, dt tensor.Dtype, shape tensor.Shape, groups int, x
 		err error
 	)
 	if groups > 0 {
-		d.l, err = NewGrouped(g, shape[1], dt, groups, true)
+		d.l, err = newGrouped(g, shape[1], dt, groups, true)
 		must(t, err)
-		y, err = d.l.ApplySegmented(d.x, edgeSegs{groups})
+		y, err = d.l.applySegmented(d.x, edgeSegs{groups})
 	} else {
 		d.l, err = New(g, shape[1], dt)
 		must(t, err)
@@ -236,7 +236,7 @@ func TestMisuseReturnsTypedErrors(t *testing.T) {
 	plain, noTrack, ghost := newL(WithName("plain")), newL(WithTrackRunningStats(false)), newL(WithGhostBatch(2))
 	var nilLayer *Layer
 	var nilSeg *edgeSegsPtr
-	grouped, err := NewGrouped(g, 2, tensor.Float64, 2, true)
+	grouped, err := newGrouped(g, 2, tensor.Float64, 2, true)
 	must(t, err)
 	yPlain, err := plain.Apply(x)
 	must(t, err)
@@ -296,7 +296,7 @@ func TestMisuseReturnsTypedErrors(t *testing.T) {
 			return err
 		}, ErrOption},
 		{"NewGrouped/renorm-without-running-stats", func() error {
-			_, err := NewGrouped(g, 3, tensor.Float64, 2, true, WithRenorm(RenormConfig{RMax: 2, DMax: 1}), WithTrackRunningStats(false))
+			_, err := newGrouped(g, 3, tensor.Float64, 2, true, WithRenorm(RenormConfig{RMax: 2, DMax: 1}), WithTrackRunningStats(false))
 			return err
 		}, ErrOption},
 		{"New/nil-graph", func() error { _, err := New(nil, 3, tensor.Float64); return err }, ErrOption},
@@ -304,24 +304,24 @@ func TestMisuseReturnsTypedErrors(t *testing.T) {
 		{"New/channels-above-MaxChannels", func() error { _, err := New(g, MaxChannels+1, tensor.Float64); return err }, ErrShape},
 		{"New/channels-2^40", func() error { _, err := New(g, 1<<40, tensor.Float32); return err }, ErrShape},
 		{"New/int-dtype", func() error { _, err := New(g, 3, tensor.Int); return err }, ErrDtype},
-		{"NewGrouped/groups-0", func() error { _, err := NewGrouped(g, 3, tensor.Float64, 0, false); return err }, ErrOption},
-		{"NewGrouped/groups-negative", func() error { _, err := NewGrouped(g, 3, tensor.Float64, -4, true); return err }, ErrOption},
-		{"NewGrouped/groups-2^40", func() error { _, err := NewGrouped(g, 3, tensor.Float64, 1<<40, true); return err }, ErrOption},
-		{"NewGrouped/groups·channels-too-many", func() error { _, err := NewGrouped(g, 1<<13, tensor.Float64, 1<<12, true); return err }, ErrShape},
+		{"NewGrouped/groups-0", func() error { _, err := newGrouped(g, 3, tensor.Float64, 0, false); return err }, ErrOption},
+		{"NewGrouped/groups-negative", func() error { _, err := newGrouped(g, 3, tensor.Float64, -4, true); return err }, ErrOption},
+		{"NewGrouped/groups-2^40", func() error { _, err := newGrouped(g, 3, tensor.Float64, 1<<40, true); return err }, ErrOption},
+		{"NewGrouped/groups·channels-too-many", func() error { _, err := newGrouped(g, 1<<13, tensor.Float64, 1<<12, true); return err }, ErrShape},
 		{"Apply/nil-layer", func() error { _, err := nilLayer.Apply(x); return err }, ErrOption},
 		{"Apply/nil-input", func() error { _, err := plain.Apply(nil); return err }, ErrShape},
-		{"ApplySegmented/nil-layer", func() error { _, err := nilLayer.ApplySegmented(x, edgeSegs{2}); return err }, ErrOption},
-		{"ApplySegmented/nil-segmenter", func() error { _, err := grouped.ApplySegmented(x, nil); return err }, ErrOption},
-		{"ApplySegmented/typed-nil-segmenter", func() error { _, err := grouped.ApplySegmented(x, nilSeg); return err }, ErrOption},
-		{"ApplySegmented/ghost-layer", func() error { _, err := ghost.ApplySegmented(x, edgeSegs{2}); return err }, ErrOption},
+		{"ApplySegmented/nil-layer", func() error { _, err := nilLayer.applySegmented(x, edgeSegs{2}); return err }, ErrOption},
+		{"ApplySegmented/nil-segmenter", func() error { _, err := grouped.applySegmented(x, nil); return err }, ErrOption},
+		{"ApplySegmented/typed-nil-segmenter", func() error { _, err := grouped.applySegmented(x, nilSeg); return err }, ErrOption},
+		{"ApplySegmented/ghost-layer", func() error { _, err := ghost.applySegmented(x, edgeSegs{2}); return err }, ErrOption},
 		{"ApplyAddReLU/z-of-another-shape", func() error { _, err := plain.ApplyAddReLU(x, zWide); return err }, ErrShape},
 		{"ApplyAddReLU/z-of-another-dtype", func() error { _, err := plain.ApplyAddReLU(x, z32); return err }, ErrDtype},
 		{"ApplyAddReLU/nil-z", func() error { _, err := plain.ApplyAddReLU(x, nil); return err }, ErrShape},
 		{"ApplyAddReLU/z-of-another-graph", func() error { _, err := plain.ApplyAddReLU(x, zOther); return err }, ErrShape},
 		{"ApplyReLU/nil-layer", func() error { _, err := nilLayer.ApplyReLU(x); return err }, ErrOption},
 		{"ApplyReLU/nil-input", func() error { _, err := plain.ApplyReLU(nil); return err }, ErrShape},
-		{"ApplySegmentedReLU/nil-segmenter", func() error { _, err := grouped.ApplySegmentedReLU(x, nil, nil); return err }, ErrOption},
-		{"ApplySegmentedReLU/ghost-layer", func() error { _, err := ghost.ApplySegmentedReLU(x, nil, edgeSegs{2}); return err }, ErrOption},
+		{"ApplySegmentedReLU/nil-segmenter", func() error { _, err := grouped.applySegmentedReLU(x, nil, nil); return err }, ErrOption},
+		{"ApplySegmentedReLU/ghost-layer", func() error { _, err := ghost.applySegmentedReLU(x, nil, edgeSegs{2}); return err }, ErrOption},
 		{"SetMode/unknown", func() error { return plain.SetMode(Mode(9)) }, ErrOption},
 		{"SetRunningStats/nil", func() error { return plain.SetRunningStats(nil, nil) }, ErrState},
 		{"Precise/nil-context", func() error {
@@ -382,10 +382,10 @@ func TestMisuseReturnsTypedErrors(t *testing.T) {
 	}
 }
 
-// edgeSegsPtr is a Segmenter with a pointer receiver, for a typed nil.
+// edgeSegsPtr is a segmenter with a pointer receiver, for a typed nil.
 type edgeSegsPtr struct{ n int }
 
-func (f *edgeSegsPtr) Segments(n int, seg []int, m *SegmentMap) (int, error) {
+func (f *edgeSegsPtr) Segments(n int, seg []int, m *segMap) (int, error) {
 	return edgeSegs{f.n}.Segments(n, seg, m)
 }
 

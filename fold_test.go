@@ -148,7 +148,7 @@ func TestFoldMisuse(t *testing.T) {
 	train, _ := New(g, 4, tensor.Float64)
 	notrack, _ := New(g, 4, tensor.Float64, WithTrackRunningStats(false))
 	_ = notrack.SetMode(Eval)
-	grouped, _ := NewGrouped(g, 4, tensor.Float64, 2, false)
+	grouped, _ := newGrouped(g, 4, tensor.Float64, 2, false)
 	_ = grouped.SetMode(Eval)
 	for _, c := range []struct {
 		name string

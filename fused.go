@@ -53,10 +53,10 @@ func (l *Layer) ApplyAddReLU(x, z *gorgonia.Node) (*gorgonia.Node, error) {
 	return l.applyReLU(x, z, nil)
 }
 
-// ApplySegmentedReLU is ApplySegmented fused with a ReLU, y = max(0, BN(x)),
+// applySegmentedReLU is applySegmented fused with a ReLU, y = max(0, BN(x)),
 // or with z non-nil y = max(0, BN(x) + z) (see ApplyAddReLU). Package
 // domainbn reaches it through its layer's ApplyReLU and ApplyAddReLU.
-func (l *Layer) ApplySegmentedReLU(x, z *gorgonia.Node, seg Segmenter) (*gorgonia.Node, error) {
+func (l *Layer) applySegmentedReLU(x, z *gorgonia.Node, seg segmenter) (*gorgonia.Node, error) {
 	if l == nil {
 		return nil, fmt.Errorf("%w: ApplySegmentedReLU on a nil *Layer", ErrOption)
 	}
@@ -69,7 +69,7 @@ func (l *Layer) ApplySegmentedReLU(x, z *gorgonia.Node, seg Segmenter) (*gorgoni
 	return l.applyReLU(x, z, seg)
 }
 
-func (l *Layer) applyReLU(x, z *gorgonia.Node, seg Segmenter) (*gorgonia.Node, error) {
+func (l *Layer) applyReLU(x, z *gorgonia.Node, seg segmenter) (*gorgonia.Node, error) {
 	if x == nil {
 		return nil, fmt.Errorf("%w: nil input", ErrShape)
 	}

@@ -24,7 +24,7 @@ func newFusedCaseOp(t testing.TB, c cudaCase, dt tensor.Dtype, add bool, r *rand
 	var l *Layer
 	var err error
 	if c.segs > 0 {
-		l, err = NewGrouped(g, C, dt, 2, true, c.opts...)
+		l, err = newGrouped(g, C, dt, 2, true, c.opts...)
 	} else {
 		l, err = New(g, C, dt, c.opts...)
 	}
@@ -37,7 +37,7 @@ func newFusedCaseOp(t testing.TB, c cudaCase, dt tensor.Dtype, add bool, r *rand
 	var y *gorgonia.Node
 	switch {
 	case c.segs > 0:
-		y, err = l.ApplySegmentedReLU(x, z, fixedSegs{c.segs})
+		y, err = l.applySegmentedReLU(x, z, fixedSegs{c.segs})
 	case add:
 		y, err = l.ApplyAddReLU(x, z)
 	default:

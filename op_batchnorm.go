@@ -10,6 +10,7 @@ import (
 	"weak"
 
 	"github.com/chewxy/hm"
+	"github.com/gorgonia-bn/bn/internal/engine"
 	"github.com/gorgonia-bn/bn/internal/kern"
 	_ "go4.org/unsafe/assume-no-moving-gc" // Gorgonia v0.9.18 panics at start-up on Go ≥ 1.22 without it.
 	"gorgonia.org/gorgonia"
@@ -223,7 +224,7 @@ type layerState struct {
 	tracked []int64   // per group
 	calls   uint64    // forward calls with batch statistics, for SyncBN's header
 	obs     observer  // PreciseBN's collector, when active
-	seg     Segmenter // of the last ApplySegmented, for EmptyStep
+	seg     segmenter // of the last ApplySegmented, for EmptyStep
 	per     []kern.Moments
 	family  []weak.Pointer[Layer] // the layer and its copies, for Sync (mu held)
 }
@@ -241,30 +242,31 @@ func New(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, opts ...Option) (
 	return newLayer(g, channels, dt, 1, false, opts)
 }
 
-// NewGrouped creates a layer with groups sets of running statistics and, if
+// newGrouped creates a layer with groups sets of running statistics and, if
 // perGroupAffine, γ and β of shape (groups, C) instead of (C). It is applied
-// with ApplySegmented, whose Segmenter maps the samples of each batch to
-// groups. It is the engine of package domainbn; most users want New.
+// with applySegmented, whose segmenter maps the samples of each batch to
+// groups. It is the engine of package domainbn (engine.Funcs.NewGrouped).
 // groups·channels must not exceed MaxChannels.
-func NewGrouped(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, perGroupAffine bool, opts ...Option) (*Layer, error) {
+func newGrouped(g *gorgonia.ExprGraph, channels int, dt tensor.Dtype, groups int, perGroupAffine bool, opts ...Option) (*Layer, error) {
 	if groups < 1 || groups > MaxChannels {
 		return nil, fmt.Errorf("%w: groups must be in [1, %d], got %d", ErrOption, MaxChannels, groups)
 	}
 	return newLayer(g, channels, dt, groups, perGroupAffine, opts)
 }
 
-// MaxChannels bounds the channels of a layer (times its groups for
-// NewGrouped): a larger count is surely a mistake (a flattened feature size
+// MaxChannels bounds the channels of a layer (times its groups for a
+// grouped layer, as package domainbn makes): a larger count is surely a mistake (a flattened feature size
 // passed as channels, say), whose per-channel state would not fit in memory.
 const MaxChannels = 1 << 24
 
-// Groups returns the number of sets of running statistics (1 unless the
-// layer was made by NewGrouped).
+// Groups returns the number of sets of running statistics: 1, or the number
+// of statistics groups of a domain layer (package domainbn), whose
+// RunningStats hold Groups()·Channels() values, group by group.
 func (l *Layer) Groups() int { return l.groups }
 
-// ApplySegmented is Apply with the samples of each batch assigned to
-// segments by seg when the graph runs (see Segmenter).
-func (l *Layer) ApplySegmented(x *gorgonia.Node, seg Segmenter) (*gorgonia.Node, error) {
+// applySegmented is Apply with the samples of each batch assigned to
+// segments by seg when the graph runs (see engine.segmenter).
+func (l *Layer) applySegmented(x *gorgonia.Node, seg segmenter) (*gorgonia.Node, error) {
 	if l == nil {
 		return nil, fmt.Errorf("%w: ApplySegmented on a nil *Layer", ErrOption)
 	}
@@ -277,9 +279,9 @@ func (l *Layer) ApplySegmented(x *gorgonia.Node, seg Segmenter) (*gorgonia.Node,
 	return l.apply(x, seg)
 }
 
-// Tracked returns the number of training batches folded into each group's
-// running statistics.
-func (l *Layer) Tracked() []int64 {
+// trackedGroups returns the number of training batches folded into each
+// group's running statistics.
+func (l *Layer) trackedGroups() []int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]int64(nil), l.tracked...)
@@ -447,7 +449,7 @@ func (l *Layer) Apply(x *gorgonia.Node) (*gorgonia.Node, error) {
 	return l.apply(x, nil)
 }
 
-func (l *Layer) apply(x *gorgonia.Node, seg Segmenter) (*gorgonia.Node, error) {
+func (l *Layer) apply(x *gorgonia.Node, seg segmenter) (*gorgonia.Node, error) {
 	if x == nil {
 		return nil, fmt.Errorf("%w: nil input", ErrShape)
 	}
@@ -482,31 +484,25 @@ func (l *Layer) checkShape(s tensor.Shape) error {
 	return nil
 }
 
-// Segmenter assigns the samples of each batch to segments, the finest
-// partition the statistics are computed over, and maps every segment to the
-// set it is normalized with, its set of running statistics and its set of
-// γ/β. Package domainbn implements it; plain layers use one segment, ghost
-// layers one segment per ghost group.
-type Segmenter interface {
-	// Segments fills seg (length n, one entry per sample, each in
-	// [0, nseg)) and m (Resize(nseg) first) and returns nseg. It is called
-	// once per forward, when the graph runs.
-	Segments(n int, seg []int, m *SegmentMap) (nseg int, err error)
+// segmenter and segMap are the grouped engine's (package internal/engine):
+// a segmenter assigns the samples of each batch to segments and maps every
+// segment to its normalization set, statistics group and γ/β group.
+type (
+	segmenter = engine.Segmenter
+	segMap    = engine.SegmentMap
+)
+
+func init() {
+	engine.Register(engine.Funcs[*Layer, Option]{
+		NewGrouped:         newGrouped,
+		ApplySegmented:     (*Layer).applySegmented,
+		ApplySegmentedReLU: (*Layer).applySegmentedReLU,
+		Tracked:            (*Layer).trackedGroups,
+	})
 }
 
-// SegmentMap maps segment s to its normalization set Norm[s] (segments with
-// equal Norm are normalized together; Norm[s] < nseg), its running-statistics
-// group Stat[s] and its γ/β group Aff[s].
-type SegmentMap struct {
-	Norm, Stat, Aff []int
-}
-
-// Resize sets the three slices to length n, reusing their storage.
-func (m *SegmentMap) Resize(n int) {
-	m.Norm, m.Stat, m.Aff = grow(m.Norm, n), grow(m.Stat, n), grow(m.Aff, n)
-}
-
-func (m *SegmentMap) normIdentity() bool {
+// normIdentity reports whether every segment is its own normalization set.
+func normIdentity(m *segMap) bool {
 	for s, v := range m.Norm {
 		if v != s {
 			return false
@@ -528,7 +524,7 @@ type saved struct {
 	scale []float64      // per segment·C: γ·inv
 	shift []float64      // per segment·C: β (β + γ·d with Batch Renormalization)
 	ren   [][2]float64   // per segment·C: Batch Renormalization's (r, d); empty: none (renorm.go)
-	sm    SegmentMap     // per segment: normalization set, statistics and γ/β groups
+	sm    segMap     // per segment: normalization set, statistics and γ/β groups
 	nm    []kern.Moments // per segment·C: moments of its normalization set
 	nmBuf []kern.Moments
 	gs    [][2]float64 // per segment·C: sums over its normalization set
@@ -572,7 +568,7 @@ type fwdOp struct {
 	l    *Layer
 	rank int
 	id   uint64
-	seg  Segmenter
+	seg  segmenter
 
 	plan any           // *kern.Plan[float32] or *kern.Plan[float64]
 	out  tensor.Tensor // the last output (WithOutputReuse)
@@ -1006,8 +1002,8 @@ func (l *Layer) batchStats(s *saved, moms []kern.Moments, C int, mode Mode, shap
 
 // normMoments returns, for each segment·C, the moments of the segment's
 // normalization set: moms itself when every segment is normalized alone.
-func normMoments(dst, moms []kern.Moments, m *SegmentMap, C int) []kern.Moments {
-	if m.normIdentity() {
+func normMoments(dst, moms []kern.Moments, m *segMap, C int) []kern.Moments {
+	if normIdentity(m) {
 		return moms
 	}
 	nseg := len(m.Norm)

@@ -128,11 +128,11 @@ func hostOf(t testing.TB, v tensor.Tensor) []float64 {
 	return out
 }
 
-// fixedSegs is a Segmenter with a fixed segment per sample: segment
+// fixedSegs is a segmenter with a fixed segment per sample: segment
 // i % nseg, normalized alone, statistics group and affine group seg % 2.
 type fixedSegs struct{ nseg int }
 
-func (f fixedSegs) Segments(n int, seg []int, m *SegmentMap) (int, error) {
+func (f fixedSegs) Segments(n int, seg []int, m *segMap) (int, error) {
 	for i := range n {
 		seg[i] = i % f.nseg
 	}
@@ -182,7 +182,7 @@ func newCaseOp(t testing.TB, c cudaCase, dt tensor.Dtype, r *rand.Rand) (*fwdOp,
 	var l *Layer
 	var err error
 	if c.segs > 0 {
-		l, err = NewGrouped(g, C, dt, 2, true, c.opts...)
+		l, err = newGrouped(g, C, dt, 2, true, c.opts...)
 	} else {
 		l, err = New(g, C, dt, c.opts...)
 	}
@@ -192,7 +192,7 @@ func newCaseOp(t testing.TB, c cudaCase, dt tensor.Dtype, r *rand.Rand) (*fwdOp,
 	x := gorgonia.NewTensor(g, dt, len(c.shape), gorgonia.WithShape(c.shape...), gorgonia.WithName("x"))
 	var y *gorgonia.Node
 	if c.segs > 0 {
-		y, err = l.ApplySegmented(x, fixedSegs{c.segs})
+		y, err = l.applySegmented(x, fixedSegs{c.segs})
 	} else {
 		y, err = l.Apply(x)
 	}

@@ -232,13 +232,13 @@ const (
 // N and off are the local batch size and, for ghost layers, the offset of
 // this rank's samples in the global batch; ghost layers check that the
 // ranks' batches tile the global batch in rank order.
-func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, sm *SegmentMap, C, N, off int, mode Mode) ([]kern.Moments, error) {
+func (sc *syncConfig) reduceMoments(l *Layer, moms []kern.Moments, sm *segMap, C, N, off int, mode Mode) ([]kern.Moments, error) {
 	nseg := len(sm.Norm)
 	ctx, cancel := sc.context()
 	defer cancel()
 	K, me := sc.comm.Size(), sc.comm.Rank()
 	step := float64(l.calls)
-	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off), float64(mode), updates(l, mode), sm.hash(), sc.configHash(l)}
+	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), float64(nseg), step, float64(N), float64(off), float64(mode), updates(l, mode), segMapHash(sm), sc.configHash(l)}
 	h := &sc.hdr
 	n := 3 * (hdrTriples + nseg*C)
 	sc.send = grow(sc.send, n)
@@ -356,7 +356,7 @@ func (sc *syncConfig) checkHeader(l *Layer, h []float64, r, C, nseg int, step fl
 }
 
 // hash returns a hash of the map below 2⁵² (exact in a float64 header).
-func (m *SegmentMap) hash() float64 {
+func segMapHash(m *segMap) float64 {
 	h := fnv.New64a()
 	var b [8]byte
 	for _, v := range [][]int{m.Norm, m.Stat, m.Aff} {
@@ -480,7 +480,7 @@ func stallDiagnosis(err error, timeout time.Duration) string {
 // the other ranks do (they stay bitwise equal), and, if backward is set,
 // contributes zero sums to each backward, in reverse order. Layers whose
 // mode uses running statistics are skipped, as their ops would be. A layer
-// applied with ApplySegmented (package domainbn) asks the Segmenter of its
+// applied with ApplySegmented (package domainbn) asks the segmenter of its
 // last application for the segments of an empty batch. Layers that are not
 // synchronized, nil layers, and ghost layers (whose groups depend on every
 // rank's batch size) are an error (ErrOption) before anything is sent.
@@ -494,7 +494,7 @@ func EmptyStep(layers []*Layer, backward bool) error {
 		case l.cfg.ghost > 0:
 			return fmt.Errorf("%w: EmptyStep does not support ghost layers (%s): the ghost groups of the global batch depend on every rank's batch size", ErrOption, l.cfg.name)
 		case l.groups > 1 && l.lastSeg() == nil:
-			return fmt.Errorf("%w: EmptyStep: layer %s has %d statistics groups but was never applied with a Segmenter (ApplySegmented): apply it in this rank's graph first", ErrOption, l.cfg.name, l.groups)
+			return fmt.Errorf("%w: EmptyStep: layer %s has %d statistics groups but was never applied with a segmenter (a domainbn layer's Apply): apply it in this rank's graph first", ErrOption, l.cfg.name, l.groups)
 		}
 	}
 	ops := make([]*fwdOp, len(layers))
@@ -522,8 +522,8 @@ func EmptyStep(layers []*Layer, backward bool) error {
 	return nil
 }
 
-// lastSeg returns the Segmenter of the layer's last ApplySegmented, or nil.
-func (l *Layer) lastSeg() Segmenter {
+// lastSeg returns the segmenter of the layer's last ApplySegmented, or nil.
+func (l *Layer) lastSeg() segmenter {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.seg

@@ -27,7 +27,7 @@ type brnSegs struct {
 	sharedNorm, sharedStats bool
 }
 
-func (b brnSegs) Segments(n int, seg []int, m *SegmentMap) (int, error) {
+func (b brnSegs) Segments(n int, seg []int, m *segMap) (int, error) {
 	if len(*b.ids) != n {
 		return 0, fmt.Errorf("%w: %d domain ids for %d samples", ErrShape, len(*b.ids), n)
 	}
@@ -97,9 +97,9 @@ func newRnNet(t testing.TB, dt tensor.Dtype, shape tensor.Shape, kind machineKin
 	n.w = gorgonia.NewTensor(g, dt, len(shape), gorgonia.WithShape(shape...), gorgonia.WithName("w"), gorgonia.WithInit(gorgonia.Zeroes()))
 	var err error
 	if st.segs != nil {
-		n.l, err = NewGrouped(g, shape[1], dt, st.segs.D, true, st.opts...)
+		n.l, err = newGrouped(g, shape[1], dt, st.segs.D, true, st.opts...)
 		must(t, err)
-		n.y, err = n.l.ApplySegmented(n.x, *st.segs)
+		n.y, err = n.l.applySegmented(n.x, *st.segs)
 	} else {
 		n.l, err = New(g, shape[1], dt, st.opts...)
 		must(t, err)
@@ -351,7 +351,7 @@ func TestRenormMatchesAlgorithm1(t *testing.T) {
 						rm, rv := s.net.l.RunningStats()
 						closeTo(t, what("running mean"), rm, flat(ref.rmean), 1e-12)
 						closeTo(t, what("running var"), rv, flat(ref.rvar), 1e-12)
-						if tr := s.net.l.Tracked(); fmt.Sprint(tr) != fmt.Sprint(ref.tracked) {
+						if tr := s.net.l.trackedGroups(); fmt.Sprint(tr) != fmt.Sprint(ref.tracked) {
 							t.Fatalf("%s = %v, want %v", what("tracked"), tr, ref.tracked)
 						}
 						if t.Failed() {

@@ -76,7 +76,7 @@ func benchExchange(b *testing.B, P, C int, way string) {
 	type rank struct {
 		l    *Layer
 		moms []kern.Moments
-		sm   SegmentMap
+		sm   segMap
 	}
 	ranks := make([]rank, P)
 	for r := range ranks {
@@ -127,11 +127,11 @@ func benchExchange(b *testing.B, P, C int, way string) {
 // all-gather of a 10-value header and every channel's (n, mean, M2), then
 // the header checks and a merge of every rank's moments in rank order, on
 // every rank.
-func gatherExchange(sc *syncConfig, l *Layer, moms []kern.Moments, sm *SegmentMap, C int) error {
+func gatherExchange(sc *syncConfig, l *Layer, moms []kern.Moments, sm *segMap, C int) error {
 	K := sc.comm.Size()
 	n := headerLen + 3*C
 	sc.send = grow(sc.send, n)
-	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), 1, 0, 4, 0, float64(Train), updates(l, Train), sm.hash(), sc.configHash(l)}
+	sc.hdr = [headerLen]float64{tagForward, sc.hash, float64(C), 1, 0, 4, 0, float64(Train), updates(l, Train), segMapHash(sm), sc.configHash(l)}
 	copy(sc.send, sc.hdr[:])
 	p := sc.send[headerLen:]
 	for i, m := range moms {

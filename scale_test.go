@@ -105,7 +105,7 @@ func testReduceMoments(t *testing.T, P, nseg int, offset float64) {
 		if err != nil {
 			return err
 		}
-		sm := &SegmentMap{}
+		sm := &segMap{}
 		sm.Resize(nseg)
 		moms := make([]kern.Moments, nseg*C)
 		N := 0
@@ -237,7 +237,7 @@ func TestReduceMomentsHeaderMean(t *testing.T) {
 			return err
 		}
 		l.calls = uint64(r)
-		sm := &SegmentMap{}
+		sm := &segMap{}
 		sm.Resize(1)
 		_, err = l.cfg.sync.reduceMoments(l, make([]kern.Moments, C), sm, C, 0, 0, Train)
 		return err

@@ -21,7 +21,7 @@ func TestSetAffine(t *testing.T) {
 		t.Errorf("γ %v β %v", got, l.Beta().Value())
 	}
 	noAff, _ := New(g, 3, tensor.Float32, WithAffine(false))
-	grouped, _ := NewGrouped(g, 3, tensor.Float32, 2, true)
+	grouped, _ := newGrouped(g, 3, tensor.Float32, 2, true)
 	for _, c := range []struct {
 		name     string
 		l        *Layer

@@ -34,6 +34,7 @@ import (
 	"hash"
 	"hash/fnv"
 	"math/rand/v2"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,15 +81,30 @@ var shuffleIDs atomic.Uint64
 // the ranks of comm. key matches it with its peers on the other ranks, as
 // WithSyncKey does for layers: the same key and seed on every rank, and a
 // different key for each shuffle of a model. Creating a Shuffle costs no
-// communication.
-func NewShuffle(comm collective.Communicator, key string, seed int64) (*Shuffle, error) {
+// communication. Of the layer options, WithSyncTimeout applies (default
+// DefaultSyncTimeout); any other is ErrOption.
+func NewShuffle(comm collective.Communicator, key string, seed int64, opts ...Option) (*Shuffle, error) {
 	if comm == nil {
 		return nil, fmt.Errorf("%w: nil communicator", ErrOption)
 	}
 	if key == "" {
 		return nil, fmt.Errorf("%w: a shuffle needs a key that is the same on every rank, to match it with its peers", ErrOption)
 	}
-	return &Shuffle{comm: comm, seed: seed, key: key, hash: keyHash(key), id: shuffleIDs.Add(1), timeout: DefaultSyncTimeout}, nil
+	timeout := DefaultSyncTimeout
+	for i, o := range opts {
+		if o == nil {
+			return nil, fmt.Errorf("%w: NewShuffle: option %d is nil", ErrOption, i)
+		}
+		var c config
+		if err := o(&c); err != nil {
+			return nil, err
+		}
+		if c.sync == nil || c.sync.timeout == 0 || c.sync.comm != nil || c.sync.key != "" || !reflect.DeepEqual(c, config{sync: c.sync}) {
+			return nil, fmt.Errorf("%w: NewShuffle: option %d is not WithSyncTimeout, the only layer option a Shuffle takes", ErrOption, i)
+		}
+		timeout = c.sync.timeout
+	}
+	return &Shuffle{comm: comm, seed: seed, key: key, hash: keyHash(key), id: shuffleIDs.Add(1), timeout: timeout}, nil
 }
 
 // SetSyncContext sets the context the collectives run under (default
@@ -98,17 +114,6 @@ func (s *Shuffle) SetSyncContext(ctx context.Context) {
 	s.mu.Lock()
 	s.base = ctx
 	s.mu.Unlock()
-}
-
-// SetSyncTimeout bounds each collective (default DefaultSyncTimeout).
-func (s *Shuffle) SetSyncTimeout(d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("%w: sync timeout must be positive, got %v", ErrOption, d)
-	}
-	s.mu.Lock()
-	s.timeout = d
-	s.mu.Unlock()
-	return nil
 }
 
 // Step returns the number of forwards of Shuffle so far: the next forward

@@ -457,6 +457,15 @@ func TestShuffleErrors(t *testing.T) {
 	if _, err := NewShuffle(nil, "sh", 1); !errors.Is(err, ErrOption) {
 		t.Errorf("nil communicator: %v, want ErrOption", err)
 	}
+	for name, o := range map[string]Option{"nil": nil, "eps": WithEps(1e-3), "name": WithName("x"), "key": WithSyncKey("k"),
+		"communicator": WithCommunicator(comms[0]), "zero timeout": WithSyncTimeout(0), "ghost": WithGhostBatch(2)} {
+		if _, err := NewShuffle(comms[0], "sh", 1, o); !errors.Is(err, ErrOption) {
+			t.Errorf("NewShuffle with option %s: %v, want ErrOption", name, err)
+		}
+	}
+	if sh, err := NewShuffle(comms[0], "sh", 1, WithSyncTimeout(time.Second), WithSyncTimeout(3*time.Second)); err != nil || sh.syncTimeout() != 3*time.Second {
+		t.Errorf("NewShuffle with WithSyncTimeout: %v, timeout %v, want 3s", err, sh.syncTimeout())
+	}
 
 	// Sample shapes that differ between ranks.
 	errs := make([]error, 2)
@@ -464,14 +473,11 @@ func TestShuffleErrors(t *testing.T) {
 		r := c.Rank()
 		g := gorgonia.NewGraph()
 		x := gorgonia.NewMatrix(g, tensor.Float64, gorgonia.WithShape(2, 3+r), gorgonia.WithInit(gorgonia.Zeroes()))
-		sh, err := NewShuffle(c, "sh", 1)
+		sh, err := NewShuffle(c, "sh", 1, WithSyncTimeout(10*time.Second))
 		if err != nil {
 			return err
 		}
 		sh.SetSyncContext(ctx)
-		if err := sh.SetSyncTimeout(10 * time.Second); err != nil {
-			return err
-		}
 		if _, err := sh.Shuffle(x); err != nil {
 			return err
 		}

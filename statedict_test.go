@@ -336,7 +336,7 @@ func sortedCopy(s []string) []string {
 func TestStateDictRoundTrip(t *testing.T) {
 	g := gorgonia.NewGraph()
 	l32, _ := New(g, 3, tensor.Float32, WithName("a"))
-	grp, err := NewGrouped(g, 2, tensor.Float64, 3, true, WithName("d"))
+	grp, err := newGrouped(g, 2, tensor.Float64, 3, true, WithName("d"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,8 +406,8 @@ func TestStateDictRoundTrip(t *testing.T) {
 			t.Errorf("float32 layer mean[%d] = %v, want %v rounded to float32", i, gotA[i], wantA[i])
 		}
 	}
-	if maxDiff(gotD, wantD) != 0 || l32.NumBatchesTracked() != 7 || fmtInts(grp.Tracked()) != "[1 2 3]" {
-		t.Errorf("grouped %v want %v; tracked %d %v", gotD, wantD, l32.NumBatchesTracked(), grp.Tracked())
+	if maxDiff(gotD, wantD) != 0 || l32.NumBatchesTracked() != 7 || fmtInts(grp.trackedGroups()) != "[1 2 3]" {
+		t.Errorf("grouped %v want %v; tracked %d %v", gotD, wantD, l32.NumBatchesTracked(), grp.trackedGroups())
 	}
 	for i, v := range w.Value().Data().([]float32) {
 		if v != wantW[i] {

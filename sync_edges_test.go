@@ -198,7 +198,7 @@ func TestSyncStallDiagnosis(t *testing.T) {
 // TestEmptyStepMisuse: EmptyStep rejects, before any collective, a nil
 // layer, a layer without communicator (nobody would wait for it: a silent
 // no-op would hide a bug), a ghost layer, and a grouped layer never applied
-// with a Segmenter.
+// with a segmenter.
 func TestEmptyStepMisuse(t *testing.T) {
 	comms, err := collective.NewInProcess(2)
 	require.NoError(t, err)
@@ -212,7 +212,7 @@ func TestEmptyStepMisuse(t *testing.T) {
 	require.NoError(t, err)
 	ghost, err := New(g, 2, tensor.Float64, WithName("g"), WithCommunicator(cc), WithGhostBatch(2))
 	require.NoError(t, err)
-	grouped, err := NewGrouped(g, 2, tensor.Float64, 2, false, WithName("d"), WithCommunicator(cc))
+	grouped, err := newGrouped(g, 2, tensor.Float64, 2, false, WithName("d"), WithCommunicator(cc))
 	require.NoError(t, err)
 	for _, tc := range []struct {
 		name   string
@@ -222,7 +222,7 @@ func TestEmptyStepMisuse(t *testing.T) {
 		{"nil layer", []*Layer{synced, nil}, "nil"},
 		{"not synchronized", []*Layer{synced, plain}, "not synchronized"},
 		{"ghost", []*Layer{synced, ghost}, "ghost"},
-		{"grouped never applied", []*Layer{synced, grouped}, "Segmenter"},
+		{"grouped never applied", []*Layer{synced, grouped}, "segmenter"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := EmptyStep(tc.layers, true)

@@ -27,8 +27,8 @@
 // for bit. Layers of one network usually share a Selector (WithSelector), so
 // one call sets the domain of every layer.
 //
-// The layer is the grouped engine of package bn (bn.NewGrouped with a
-// bn.Segmenter): every mode (Train, Eval, EvalBatchStats, Frozen), symbolic
+// The layer is the grouped engine of package bn (a layer with one set of
+// running statistics per group, whose samples a segmenter assigns): every mode (Train, Eval, EvalBatchStats, Frozen), symbolic
 // differentiation for x and γ/β, float32 and float64, inputs of rank 2 to 5,
 // synchronization across ranks (bn.WithCommunicator: each domain's moments
 // are merged across ranks, whatever each rank's per-domain counts), PreciseBN
@@ -42,6 +42,7 @@ import (
 	"sync"
 
 	"github.com/gorgonia-bn/bn"
+	"github.com/gorgonia-bn/bn/internal/engine"
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -52,6 +53,10 @@ import (
 // domains sharing a Selector. It is wrapped with details; test for it with
 // errors.Is (after bn.Cause for errors returned by a Gorgonia machine).
 var ErrDomain = errors.New("domainbn: invalid domain")
+
+// eng is package bn's grouped engine (layers with one set of running
+// statistics per group, applied to segmented batches).
+var eng = engine.Get[*bn.Layer, bn.Option]()
 
 // Option configures a Layer.
 type Option func(*config) error
@@ -134,7 +139,7 @@ type Layer struct {
 
 // New creates a layer for inputs with the given number of channels, D =
 // domains domains and element type dt (tensor.Float32 or tensor.Float64) in
-// graph g. Errors of the options and of bn.NewGrouped are returned as they
+// graph g. Errors of the options and of the grouped bn layer are returned as they
 // are (bn.ErrOption, bn.ErrShape, bn.ErrDtype, …); domains < 1 is ErrDomain.
 func New(g *gorgonia.ExprGraph, channels, domains int, dt tensor.Dtype, opts ...Option) (*Layer, error) {
 	if domains < 1 {
@@ -166,7 +171,7 @@ func New(g *gorgonia.ExprGraph, channels, domains int, dt tensor.Dtype, opts ...
 	if cfg.stats || perDomainAffine {
 		groups = domains
 	}
-	l, err := bn.NewGrouped(g, channels, dt, groups, perDomainAffine, cfg.bnOpts...)
+	l, err := eng.NewGrouped(g, channels, dt, groups, perDomainAffine, cfg.bnOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +185,7 @@ func New(g *gorgonia.ExprGraph, channels, domains int, dt tensor.Dtype, opts ...
 // dimensions (NCHW layout). The domains of x's samples are read from the
 // layer's Selector each time the graph runs.
 func (l *Layer) Apply(x *gorgonia.Node) (*gorgonia.Node, error) {
-	return l.l.ApplySegmented(x, &segmenter{l: l})
+	return eng.ApplySegmented(l.l, x, &segmenter{l: l})
 }
 
 // BatchNorm returns the underlying bn layer (mode, running statistics of all
@@ -304,7 +309,7 @@ func (l *Layer) NumBatchesTracked(d int) (int64, error) {
 	if err := l.check(d); err != nil {
 		return 0, err
 	}
-	return l.l.Tracked()[l.statGroup(d)], nil
+	return eng.Tracked(l.l)[l.statGroup(d)], nil
 }
 
 // Affine returns copies of domain d's γ and β as float64 (the shared ones
@@ -502,7 +507,7 @@ type segmenter struct {
 	idx []int // domain → its segment + 1, 0 when it has none
 }
 
-func (sg *segmenter) Segments(n int, seg []int, m *bn.SegmentMap) (int, error) {
+func (sg *segmenter) Segments(n int, seg []int, m *engine.SegmentMap) (int, error) {
 	l := sg.l
 	v := l.sel.get()
 	if n == 0 { // an empty batch (bn.EmptyStep): no sample needs a domain

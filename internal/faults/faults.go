@@ -393,11 +393,8 @@ func newDomainNet(e Env, stats bool) (*net, error) {
 
 // shuffleOnce shuffles a batch of 3 samples of shape (F) under key.
 func shuffleOnce(e Env, key string, F int) error {
-	sh, err := bn.NewShuffle(e.Comm, key, 1)
+	sh, err := bn.NewShuffle(e.Comm, key, 1, bn.WithSyncTimeout(e.Timeout))
 	if err != nil {
-		return err
-	}
-	if err := sh.SetSyncTimeout(e.Timeout); err != nil {
 		return err
 	}
 	g := gorgonia.NewGraph()
