@@ -278,12 +278,12 @@ func ExampleMergePopulations() {
 func TestGroupedPopulation(t *testing.T) {
 	const N, C, G = 6, 2, 2
 	g := gorgonia.NewGraph()
-	l, err := NewGrouped(g, C, tensor.Float64, G, true)
+	l, err := newGrouped(g, C, tensor.Float64, G, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	x := gorgonia.NewTensor(g, tensor.Float64, 2, gorgonia.WithShape(N, C), gorgonia.WithName("x"))
-	y, err := l.ApplySegmented(x, edgeSegs{G})
+	y, err := l.applySegmented(x, edgeSegs{G})
 	if err != nil {
 		t.Fatal(err)
 	}
