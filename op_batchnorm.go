@@ -524,7 +524,7 @@ type saved struct {
 	scale []float64      // per segment·C: γ·inv
 	shift []float64      // per segment·C: β (β + γ·d with Batch Renormalization)
 	ren   [][2]float64   // per segment·C: Batch Renormalization's (r, d); empty: none (renorm.go)
-	sm    segMap     // per segment: normalization set, statistics and γ/β groups
+	sm    segMap         // per segment: normalization set, statistics and γ/β groups
 	nm    []kern.Moments // per segment·C: moments of its normalization set
 	nmBuf []kern.Moments
 	gs    [][2]float64 // per segment·C: sums over its normalization set
