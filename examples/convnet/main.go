@@ -68,7 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.dtype, "dtype", "float32", "element type: float32 or float64")
 	fs.StringVar(&o.load, "load", "", loadFlag)
 	fs.BoolVar(&o.fused, "fused", true, "BN and ReLU as one op (bn.Layer.ApplyReLU); false: Apply then gorgonia.Rectify")
-	stat := fs.String("stat-batches", "1,4,8,64", "comma-separated batch sizes for the evaluation with mini-batch statistics")
+	stat := fs.String("stat-batches", "1,2,4,8,64", "comma-separated batch sizes for the evaluation with mini-batch statistics")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
