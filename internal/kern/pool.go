@@ -29,7 +29,7 @@ type forker struct {
 	// once done (see spinAfter), more whether a phase follows; both set
 	// before the slots open.
 	spin, more atomic.Bool
-	wg   sync.WaitGroup
+	wg         sync.WaitGroup
 }
 
 func (f *forker) loop() {
