@@ -289,6 +289,11 @@ func TestMisuseReturnsTypedErrors(t *testing.T) {
 		{"NewGrouped/groups·channels-too-many", func() error { _, err := NewGrouped(g, 1<<13, tensor.Float64, 1<<12, true); return err }, ErrShape},
 		{"Apply/nil-layer", func() error { _, err := nilLayer.Apply(x); return err }, ErrOption},
 		{"Apply/nil-input", func() error { _, err := plain.Apply(nil); return err }, ErrShape},
+		{"Apply/channels-last-axis-mismatch", func() error {
+			nchw := gorgonia.NewTensor(g, tensor.Float64, 3, gorgonia.WithShape(4, 2, 3), gorgonia.WithName("nchw"))
+			_, err := newL(WithChannelsLast()).Apply(nchw) // last axis 3, layer 2 channels
+			return err
+		}, ErrShape},
 		{"ApplySegmented/nil-layer", func() error { _, err := nilLayer.ApplySegmented(x, edgeSegs{2}); return err }, ErrOption},
 		{"ApplySegmented/nil-segmenter", func() error { _, err := grouped.ApplySegmented(x, nil); return err }, ErrOption},
 		{"ApplySegmented/typed-nil-segmenter", func() error { _, err := grouped.ApplySegmented(x, nilSeg); return err }, ErrOption},
