@@ -18,7 +18,7 @@ package bn
 //
 //	mlp       x (64,784) → 256 → BN → ReLU → 128 → BN → ReLU → 10, softmax cross-entropy
 //	convnet   examples/convnet's: x (64,1,28,28) → conv 3×3 8 → BN → ReLU → pool 2 → conv 3×3 16 → BN → ReLU → pool 2 → 10
-//	deepconv  x (32,1,28,28) → [conv 3×3 16, 16, pool, 32, 32, pool, 64, 64] each → BN → ReLU → 10
+//	deepconv  x (16,1,28,28) → [conv 3×3 8, 8, pool, 16, 16, pool, 32, 32] each → BN → ReLU → 10
 //
 // The data are fixed random tensors: the step's cost does not depend on
 // them.
@@ -45,7 +45,7 @@ type stepModel struct {
 var stepModels = []stepModel{
 	{name: "mlp", batch: 64, dense: []int{256, 128}},
 	{name: "convnet", batch: 64, conv: []int{8, 0, 16, 0}},
-	{name: "deepconv", batch: 32, conv: []int{16, 16, 0, 32, 32, 0, 64, 64}},
+	{name: "deepconv", batch: 16, conv: []int{8, 8, 0, 16, 16, 0, 32, 32}},
 }
 
 // stepNet is one model's graph and machine for a training step.
