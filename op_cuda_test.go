@@ -148,7 +148,7 @@ type cudaCase struct {
 	shape tensor.Shape
 	opts  []Option
 	mode  Mode
-	segs  int // > 0: a grouped layer (2 groups, per-group affine) with fixedSegs
+	segs  int  // > 0: a grouped layer (2 groups, per-group affine) with fixedSegs
 	last  bool // WithChannelsLast: shape is (N, …, C)
 }
 
