@@ -322,6 +322,11 @@ func TestMisuseReturnsTypedErrors(t *testing.T) {
 		{"ApplyReLU/nil-input", func() error { _, err := plain.ApplyReLU(nil); return err }, ErrShape},
 		{"ApplySegmentedReLU/nil-segmenter", func() error { _, err := grouped.applySegmentedReLU(x, nil, nil); return err }, ErrOption},
 		{"ApplySegmentedReLU/ghost-layer", func() error { _, err := ghost.applySegmentedReLU(x, nil, edgeSegs{2}); return err }, ErrOption},
+		{"Apply/channels-last-axis-mismatch", func() error {
+			nchw := gorgonia.NewTensor(g, tensor.Float64, 3, gorgonia.WithShape(4, 2, 3), gorgonia.WithName("nchw"))
+			_, err := newL(WithChannelsLast()).Apply(nchw) // last axis 3, layer 2 channels
+			return err
+		}, ErrShape},
 		{"SetMode/unknown", func() error { return plain.SetMode(Mode(9)) }, ErrOption},
 		{"SetRunningStats/nil", func() error { return plain.SetRunningStats(nil, nil) }, ErrState},
 		{"Precise/nil-context", func() error {

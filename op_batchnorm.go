@@ -71,6 +71,7 @@ type config struct {
 	name          string
 	autoName      bool // name made up by New (no WithName): not a sync key
 	reuse         bool
+	channelsLast  bool // WithChannelsLast (layout.go)
 	sync          *syncConfig
 	renorm        *RenormConfig // WithRenorm (renorm.go)
 }
@@ -441,7 +442,8 @@ func (l *Layer) ResetRunningStats() {
 }
 
 // Apply returns the node y = BN(x) for x of shape (N, C, …) with 2 to 5
-// dimensions (NCHW layout), of the layer's element type.
+// dimensions (NCHW layout; (N, …, C) with WithChannelsLast), of the
+// layer's element type.
 func (l *Layer) Apply(x *gorgonia.Node) (*gorgonia.Node, error) {
 	if l == nil {
 		return nil, fmt.Errorf("%w: Apply on a nil *Layer", ErrOption)
@@ -476,10 +478,10 @@ func (l *Layer) apply(x *gorgonia.Node, seg segmenter) (*gorgonia.Node, error) {
 
 func (l *Layer) checkShape(s tensor.Shape) error {
 	if len(s) < 2 || len(s) > 5 {
-		return fmt.Errorf("%w: input must have 2 to 5 dimensions (N, C, …), got shape %v", ErrShape, s)
+		return fmt.Errorf("%w: input must have 2 to 5 dimensions (%s), got shape %v", ErrShape, l.axesName(), s)
 	}
-	if s[1] != l.c {
-		return fmt.Errorf("%w: input has %d channels (shape %v), layer has %d", ErrShape, s[1], s, l.c)
+	if ax := l.channelAxis(len(s)); s[ax] != l.c {
+		return l.channelMismatch(s, ax)
 	}
 	return nil
 }
@@ -537,6 +539,7 @@ type saved struct {
 	n     int            // local batch size
 	off   int            // first local sample's index in the global batch (ghost SyncBN)
 	seg   []int          // per sample
+	rseg  []int          // per row of a channels-last input (layout.go)
 	// ptrs to backward scratch
 	a, b, c []float64
 }
@@ -875,7 +878,7 @@ func setAffine[T kern.Float](op *fwdOp, in []gorgonia.Value) error {
 // layout the device passes run on.
 func (op *fwdOp) begin(shape tensor.Shape) (kern.Layout, error) {
 	l := op.l
-	N, C, S := layoutOf(shape)
+	N, C, S, rows := l.view(shape)
 	l.mu.Lock()
 	mode := l.mode
 	l.mu.Unlock()
@@ -904,7 +907,10 @@ func (op *fwdOp) begin(shape tensor.Shape) (kern.Layout, error) {
 		s.moms = grow(s.moms, nseg*C)
 	}
 	s.nseg = nseg
-	return kern.Layout{N: N, C: C, S: S, Seg: seg, NSeg: nseg}, nil
+	if rows != 1 { // channels-last: the kernels see N·rows rows of C values
+		seg = s.perRow(seg, rows)
+	}
+	return kern.Layout{N: N * rows, C: C, S: S, Seg: seg, NSeg: nseg}, nil
 }
 
 // statistics runs after the statistics pass filled s.moms (batch

@@ -148,7 +148,8 @@ type cudaCase struct {
 	shape tensor.Shape
 	opts  []Option
 	mode  Mode
-	segs  int // > 0: a grouped layer (2 groups, per-group affine) with fixedSegs
+	segs  int  // > 0: a grouped layer (2 groups, per-group affine) with fixedSegs
+	last  bool // WithChannelsLast: shape is (N, …, C)
 }
 
 func cudaCases() []cudaCase {
@@ -170,6 +171,11 @@ func cudaCases() []cudaCase {
 		cudaCase{name: "renorm", shape: tensor.Shape{6, 3, 4}, opts: []Option{WithMomentum(0.5), WithRenorm(RenormConfig{RMax: 1.5, DMax: 0.5})}, mode: Train},
 		cudaCase{name: "renorm/ghost", shape: tensor.Shape{7, 2, 3, 3}, opts: []Option{WithGhostBatch(3), WithRenorm(RenormConfig{RMax: 1.5, DMax: 0.5})}, mode: Train},
 		cudaCase{name: "renorm/segments", shape: tensor.Shape{9, 3, 4}, opts: []Option{WithRenorm(RenormConfig{RMax: 1.5, DMax: 0.5})}, mode: Train, segs: 3},
+		cudaCase{name: "channels-last/NLC", shape: tensor.Shape{5, 7, 4}, mode: Train, last: true},
+		cudaCase{name: "channels-last/NHWC/eval", shape: tensor.Shape{3, 4, 5, 6}, mode: Eval, last: true},
+		cudaCase{name: "channels-last/C1", shape: tensor.Shape{4, 3, 5, 1}, mode: Train, last: true},
+		cudaCase{name: "channels-last/ghost", shape: tensor.Shape{5, 3, 4}, opts: []Option{WithGhostBatch(2)}, mode: Train, last: true},
+		cudaCase{name: "channels-last/segments", shape: tensor.Shape{9, 2, 3}, mode: Train, segs: 3, last: true},
 	)
 }
 
@@ -179,6 +185,10 @@ func newCaseOp(t testing.TB, c cudaCase, dt tensor.Dtype, r *rand.Rand) (*fwdOp,
 	t.Helper()
 	g := gorgonia.NewGraph()
 	C := c.shape[1]
+	if c.last {
+		C = c.shape[len(c.shape)-1]
+		c.opts = append(c.opts[:len(c.opts):len(c.opts)], WithChannelsLast())
+	}
 	var l *Layer
 	var err error
 	if c.segs > 0 {

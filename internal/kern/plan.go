@@ -229,7 +229,7 @@ func (p *Plan[T]) release() {
 func (p *Plan[T]) Stats(x []T, out []Moments) {
 	p.x, p.moms = x, out
 	p.phase = phaseStats
-	p.f.do(len(p.blocks), p.threads, p)
+	p.f.doThen(len(p.blocks), p.threads, p)
 	p.reduce(phaseReduceStats)
 }
 
@@ -238,7 +238,7 @@ func (p *Plan[T]) Stats(x []T, out []Moments) {
 func (p *Plan[T]) BackwardSums(x, dy []T, mean []float64, sums [][2]float64) {
 	p.x, p.dy, p.mean, p.sums = x, dy, mean, sums
 	p.phase = phaseSums
-	p.f.do(len(p.blocks), p.threads, p)
+	p.f.doThen(len(p.blocks), p.threads, p)
 	p.reduce(phaseReduceSums)
 }
 
@@ -261,7 +261,7 @@ func (p *Plan[T]) reduce(phase int) {
 	case len(p.part) < serialReduce:
 		p.reduceRange(0, C)
 	default:
-		p.f.do(p.chunks, p.threads, p)
+		p.f.doThen(p.chunks, p.threads, p)
 	}
 	p.release()
 }
