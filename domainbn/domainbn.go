@@ -566,3 +566,26 @@ func grow[E any](s []E, n int) []E {
 	}
 	return s[:n]
 }
+
+// In returns the layer's copy for graph g (bn.Layer.In for domain layers):
+// γ/β nodes of g over the same tensors, and the same running statistics of
+// every domain, counters, mode, sync key and Selector — one owner, so a
+// forward in any graph updates them once, and SetDomain/SetDomainIDs choose
+// the domains of the next batch in every graph. Use it to evaluate a trained
+// layer at another batch size or in a forward-only graph. In(g) on the
+// layer's own graph returns l.
+func (l *Layer) In(g *gorgonia.ExprGraph) (*Layer, error) {
+	if l == nil {
+		return nil, fmt.Errorf("%w: In on a nil *domainbn.Layer", bn.ErrOption)
+	}
+	c, err := l.l.In(g)
+	if err != nil {
+		return nil, err
+	}
+	if c == l.l {
+		return l, nil
+	}
+	cp := *l
+	cp.l = c
+	return &cp, nil
+}
