@@ -2,7 +2,8 @@ package bn
 
 // What BN costs in a training step: BenchmarkStep runs whole training steps
 // (forward, gradients, Adam) of three small models through a TapeMachine,
-// with BN layers and with a plain bias in their place, and reports
+// with BN layers then ReLU ("bn"), with BN and ReLU fused ("fused",
+// Layer.ApplyReLU) and with a plain bias in BN's place ("nobn"), and reports
 //
 //	ns/op      wall time per step
 //	cpu-ns/op  CPU time of the process per step (user + system; on Linux)
@@ -57,9 +58,23 @@ type stepNet struct {
 	bns    []*Layer
 }
 
-// buildStep builds m with BN layers (withBN) or a bias in their place, in
-// dtype dt, with weights drawn from seed.
-func buildStep(m stepModel, dt tensor.Dtype, withBN bool, seed int64, opts ...Option) (*stepNet, error) {
+// stepFused applies a layer and a ReLU as one op (Layer.ApplyReLU, set by
+// step_fused_test.go). It is nil in trees without the fused op, where
+// benchdata/step.sh builds this file for its base: the variant "fused" is
+// then skipped.
+var stepFused func(l *Layer, x *gorgonia.Node) (*gorgonia.Node, error)
+
+// stepVariants are the ways BenchmarkStep normalizes: BN then ReLU as two
+// ops, BN and ReLU fused (stepFused), a bias in BN's place.
+var stepVariants = []string{"bn", "fused", "nobn"}
+
+// buildStep builds m in variant v (one of stepVariants), in dtype dt, with
+// weights drawn from seed.
+func buildStep(m stepModel, dt tensor.Dtype, v string, seed int64, opts ...Option) (*stepNet, error) {
+	withBN := v != "nobn"
+	if v == "fused" && stepFused == nil {
+		return nil, fmt.Errorf("no fused op in this tree")
+	}
 	rng := rand.New(rand.NewSource(seed))
 	g := gorgonia.NewGraph()
 	net := &stepNet{}
@@ -70,8 +85,10 @@ func buildStep(m stepModel, dt tensor.Dtype, withBN bool, seed int64, opts ...Op
 		net.learn = append(net.learn, n)
 		return n
 	}
-	// norm puts BN (or a bias broadcast over the axes of bcast) after h.
+	// norm puts BN (or a bias broadcast over the axes of bcast) and a ReLU
+	// after h.
 	norm := func(h *gorgonia.Node, c int, name string, bcast []byte) (*gorgonia.Node, error) {
+		var err error
 		if withBN {
 			l, err := New(g, c, dt, append([]Option{WithName(name)}, opts...)...)
 			if err != nil {
@@ -79,14 +96,23 @@ func buildStep(m stepModel, dt tensor.Dtype, withBN bool, seed int64, opts ...Op
 			}
 			net.bns = append(net.bns, l)
 			net.learn = append(net.learn, l.Learnables()...)
-			return l.Apply(h)
+			if v == "fused" {
+				return stepFused(l, h)
+			}
+			if h, err = l.Apply(h); err != nil {
+				return nil, err
+			}
+		} else {
+			shape := []int{1, c}
+			for range len(bcast) - 1 {
+				shape = append(shape, 1)
+			}
+			b := param(name+".b", 0, shape...)
+			if h, err = gorgonia.BroadcastAdd(h, b, nil, bcast); err != nil {
+				return nil, err
+			}
 		}
-		shape := []int{1, c}
-		for range len(bcast) - 1 {
-			shape = append(shape, 1)
-		}
-		b := param(name+".b", 0, shape...)
-		return gorgonia.BroadcastAdd(h, b, nil, bcast)
+		return gorgonia.Rectify(h)
 	}
 	var x, h *gorgonia.Node
 	var err error
@@ -101,9 +127,6 @@ func buildStep(m stepModel, dt tensor.Dtype, withBN bool, seed int64, opts ...Op
 				return nil, err
 			}
 			if h, err = norm(h, w, fmt.Sprintf("bn%d", i), []byte{0}); err != nil {
-				return nil, err
-			}
-			if h, err = gorgonia.Rectify(h); err != nil {
 				return nil, err
 			}
 			feat = w
@@ -126,9 +149,6 @@ func buildStep(m stepModel, dt tensor.Dtype, withBN bool, seed int64, opts ...Op
 				return nil, err
 			}
 			if h, err = norm(h, c, fmt.Sprintf("bn%d", i), []byte{0, 2, 3}); err != nil {
-				return nil, err
-			}
-			if h, err = gorgonia.Rectify(h); err != nil {
 				return nil, err
 			}
 			ch = c
@@ -214,10 +234,12 @@ func (n *stepNet) step() error {
 func BenchmarkStep(b *testing.B) {
 	for _, m := range stepModels {
 		for _, dt := range []tensor.Dtype{tensor.Float32} {
-			for _, withBN := range []bool{true, false} {
-				name := fmt.Sprintf("%s/%s/%v", m.name, map[bool]string{true: "bn", false: "nobn"}[withBN], dt)
-				b.Run(name, func(b *testing.B) {
-					net, err := buildStep(m, dt, withBN, 1)
+			for _, v := range stepVariants {
+				if v == "fused" && stepFused == nil {
+					continue
+				}
+				b.Run(fmt.Sprintf("%s/%s/%v", m.name, v, dt), func(b *testing.B) {
+					net, err := buildStep(m, dt, v, 1)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -249,14 +271,15 @@ func BenchmarkStep(b *testing.B) {
 // data, and the BN layers are in the graph and trained.
 func TestStepModelsTrain(t *testing.T) {
 	for _, m := range stepModels {
-		for _, withBN := range []bool{true, false} {
-			t.Run(fmt.Sprintf("%s/bn=%v", m.name, withBN), func(t *testing.T) {
+		for _, v := range stepVariants {
+			withBN := v != "nobn"
+			t.Run(fmt.Sprintf("%s/%s", m.name, v), func(t *testing.T) {
 				if m.name == "deepconv" && testing.Short() {
 					t.Skip("slow")
 				}
 				m := m
 				m.batch = 8
-				net, err := buildStep(m, tensor.Float64, withBN, 2)
+				net, err := buildStep(m, tensor.Float64, v, 2)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -57,6 +57,11 @@ def main(sgo, sbase, prof, kgo, kbase):
                   f"({min((a - b) / b * 100 for a, b in zip(w1, w0)):+.0f} to {max((a - b) / b * 100 for a, b in zip(w1, w0)):+.0f}) | "
                   f"{med(c1):.2f} | {med(c0):.2f} | {sh.get((model, tree, 'bn'), float('nan')):.1f} % | "
                   f"{sh.get((model, tree, 'spin'), float('nan')):.2f} % |")
+            wf, cf = wall.get(f"Step/{model}/fused/float32"), cpu.get(f"Step/{model}/fused/float32")
+            if wf:
+                d = [(a - b) / b * 100 for a, b in zip(wf, w0)]
+                print(f"| {model} | {'this' if tree == 'go' else 'before'}, fused | {med(wf):.2f} | {med(w0):.2f} | {med(d):+.1f} % "
+                      f"({min(d):+.0f} to {max(d):+.0f}) | {med(cf):.2f} | {med(c0):.2f} | – | – |")
     print()
     kg, kb = defaultdict(list), defaultdict(list)
     for path, d in ((kgo, kg), (kbase, kb)):
