@@ -25,15 +25,20 @@ func TestWorkersParkAfterLastPhase(t *testing.T) {
 		p.Stats(x, ms)
 		p.Apply(x, nil, y, mean, nil, sc, sh)
 	}
-	run := func(gap time.Duration, n int) (helps, spins int64) {
-		pass() // settle the gap history
+	paced := func(gap time.Duration) {
 		pass()
+		if gap > 0 {
+			time.Sleep(gap)
+		}
+	}
+	run := func(gap time.Duration, n int) (helps, spins int64) {
+		// Settle the gap history with the same pacing: two passes back to
+		// back here would make the first counted pass follow short gaps.
+		paced(gap)
+		paced(gap)
 		h0, s0 := helped.Load(), spinsAfterLast.Load()
 		for range n {
-			pass()
-			if gap > 0 {
-				time.Sleep(gap)
-			}
+			paced(gap)
 		}
 		return helped.Load() - h0, spinsAfterLast.Load() - s0
 	}
