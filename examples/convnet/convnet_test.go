@@ -29,7 +29,7 @@ func TestTrainingLossDecreases(t *testing.T) {
 	train0, test := mnisttest.Load(t, 960, 128)
 	for _, withBN := range []bool{true, false} {
 		cfg := runConfig{name: runName(withBN, 0.1), withBN: withBN, lr: 0.1, epochs: 1, batch: 32, evalBatch: 64, seed: 1, dtype: tensor.Float32}
-		res, err := train(context.Background(), cfg, train0, test, nil)
+		res, err := train(context.Background(), cfg, train0, test, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,11 +62,11 @@ func TestTrainingLossDecreases(t *testing.T) {
 func TestDeterministic(t *testing.T) {
 	tr, te := mnisttest.Load(t, 128, 64)
 	cfg := runConfig{name: "BN", withBN: true, lr: 0.1, epochs: 1, batch: 32, evalBatch: 64, seed: 7, dtype: tensor.Float64}
-	a, err := train(context.Background(), cfg, tr, te, nil)
+	a, err := train(context.Background(), cfg, tr, te, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := train(context.Background(), cfg, tr, te, nil)
+	b, err := train(context.Background(), cfg, tr, te, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
