@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/gorgonia-bn/bn"
+	"github.com/gorgonia-bn/bn/examples/internal/cnn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist/mnisttest"
 	"gorgonia.org/tensor"
 )
@@ -116,5 +117,34 @@ func TestParseFlags(t *testing.T) {
 	}
 	if o.lr >= o.highLR || math.IsNaN(o.lr) {
 		t.Errorf("default lr %v, high lr %v", o.lr, o.highLR)
+	}
+}
+
+// TestBNSpeedsConvergence runs the claim of seeds 000/001 in a tiny
+// configuration: a sigmoid network with 3 extra blocks, lr 0.1, batch 32,
+// 100 steps on 3 200 MNIST images, accuracy on 200 test images every 10
+// steps. With BN it reaches 50 % within the run; without BN it reaches it
+// later or not at all (its saturating sigmoids stay near chance).
+func TestBNSpeedsConvergence(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains two networks for 100 steps")
+	}
+	tr, te := mnisttest.Load(t, 3200, 200)
+	var steps [2]int
+	for i, withBN := range []bool{true, false} {
+		cfg := runConfig{name: runName(withBN, 0.1), withBN: withBN, lr: 0.1, epochs: 1, batch: 32, evalBatch: 100,
+			seed: 1, dtype: tensor.Float32, act: cnn.Sigmoid, depth: 3, evalEvery: 10}
+		res, err := train(context.Background(), cfg, tr, te, te, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.curveAcc) != 10 || res.curveStep[9] != 100 {
+			t.Fatalf("%s: curve at steps %v", cfg.name, res.curveStep)
+		}
+		steps[i] = res.stepsTo(0.5)
+		t.Logf("%s: accuracy curve %.2f, steps to 50 %%: %d", cfg.name, res.curveAcc, steps[i])
+	}
+	if bnSteps, noBN := steps[0], steps[1]; bnSteps < 0 || (noBN >= 0 && noBN <= bnSteps) {
+		t.Errorf("steps to 50 %%: BN %d, no BN %d (-1: not reached); want BN reached, and first", bnSteps, noBN)
 	}
 }
