@@ -102,10 +102,45 @@ func TestRunSmall(t *testing.T) {
 	}
 }
 
+// TestRunSeeds runs the program with two seeds, a sigmoid network with an
+// extra block and no high-lr runs, and checks the summary over seeds.
+func TestRunSeeds(t *testing.T) {
+	out := t.TempDir()
+	o, err := parseFlags([]string{"-epochs", "1", "-batch", "32", "-train-subset", "320", "-test-subset", "200", "-eval-batch", "100",
+		"-stat-batches=", "-seeds", "2", "-act", "sigmoid", "-depth", "1", "-high-lr", "0", "-eval-every", "5", "-curve-test", "100", "-target", "15", "-out", out}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	if err := run(context.Background(), o, &sb); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"sigmoid, 1 extra blocks", "Seed 1:", "Seed 2:", "Over 2 seed(s)", "| steps to 15 % |", "of 2 |", "lr 0.1, no BN − BN: final test accuracy", "no model saved"} {
+		if !strings.Contains(sb.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, sb.String())
+		}
+	}
+	for _, bad := range []string{"lr 0.5", "N=", "NaN"} {
+		if strings.Contains(sb.String(), bad) {
+			t.Errorf("output has %q:\n%s", bad, sb.String())
+		}
+	}
+	for _, f := range []string{"convnet.png", "summary.md", "losses.csv"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, savedName)); err == nil {
+		t.Errorf("%s saved for a sigmoid network", savedName)
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-epochs", "0"}, {"-batch", "1"}, {"-lr", "-1"}, {"-dtype", "int"},
 		{"-stat-batches", "0"}, {"-momentum", "1"}, {"extra"},
+		{"-act", "softplus"}, {"-depth", "-1"}, {"-depth", "33"}, {"-seeds", "0"}, {"-target", "0"}, {"-target", "101"},
+		{"-eval-every", "-1"}, {"-curve-test", "0"}, {"-high-lr", "-1"}, {"-lr", "Inf"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%q: no error", args)
