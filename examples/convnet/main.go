@@ -2,6 +2,9 @@
 // and without batch normalization, and shows what BN does:
 //
 //   - at the same learning rate, the network with BN trains at least as fast;
+//     with saturating activations and more layers (-act sigmoid -depth 3)
+//     much faster: the number of steps to a target test accuracy (-target),
+//     measured every -eval-every steps, is reported over -seeds seeds;
 //   - at a learning rate too high for the network without BN (it stalls at
 //     chance or diverges), the network with BN still trains;
 //   - at inference, normalizing with the running (population) statistics
@@ -12,7 +15,8 @@
 // ReLU → max-pool 2, linear (784 → 10), softmax cross-entropy, trained with
 // SGD (Gorgonia's Momentum solver). The network without BN has a conv bias
 // where BN was. Both start from the same weights (same seed) and see the
-// same batches in the same order.
+// same batches in the same order. -act replaces ReLU, -depth adds blocks
+// conv 3×3 (16) → BN → activation after the second max-pool.
 //
 // Run it from the module root:
 //

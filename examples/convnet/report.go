@@ -82,7 +82,7 @@ func writeInferTable(w io.Writer, rows []inferRow, sizes []int, evalBatch, n int
 func writeSeedSummary(w io.Writer, all [][]*runResult, target float64, every, curveN int) {
 	fmt.Fprintf(w, "Over %d seed(s) (mean ± standard deviation; per seed in brackets). Steps to %.0f %%: the first evaluation, every %d steps on the first %d test images with running statistics, at or above %.0f %%; \"> S\": not reached in the S steps of the run.\n\n",
 		len(all), 100*target, every, curveN, 100*target)
-	fmt.Fprintf(w, "| run | final test accuracy %% (all test images) | steps to %.0f %% | reached | steps per seed |\n", 100*target)
+	fmt.Fprintf(w, "| run | final test accuracy %% (test subset) | steps to %.0f %% | reached | steps per seed |\n", 100*target)
 	fmt.Fprintln(w, "|---|---|---|---|---|")
 	for j, r0 := range all[0] {
 		var acc, steps []float64
@@ -119,8 +119,10 @@ func writeSeedSummary(w io.Writer, all [][]*runResult, target float64, every, cu
 				per = append(per, fmt.Sprintf("%+d", snb-sb))
 			case sb >= 0:
 				per = append(per, fmt.Sprintf("> %+d", len(nb.stepLoss)-sb))
+			case snb >= 0:
+				per = append(per, fmt.Sprintf("< %+d", snb-len(b.stepLoss)))
 			default:
-				per = append(per, "?")
+				per = append(per, "neither")
 			}
 		}
 		fmt.Fprintf(w, "\nlr %g, no BN − BN: final test accuracy %s points %s; steps to %.0f %% [%s]\n",
