@@ -183,6 +183,12 @@ func run(ctx context.Context, o *options, w io.Writer) error {
 					return err
 				}
 				fmt.Fprintf(w, "trained %-16s seed %d in %v: %s\n", cfg.name, seed, time.Since(t0).Round(time.Second), status(res))
+				if s > 1 { // only the first seed's models are evaluated further and saved
+					if err := res.model.train.Close(); err != nil {
+						return err
+					}
+					res.model = nil
+				}
 				rs = append(rs, res)
 			}
 		}
@@ -238,7 +244,7 @@ func run(ctx context.Context, o *options, w io.Writer) error {
 		return err
 	}
 	png := filepath.Join(o.out, "convnet.png")
-	if err := plotCurves(png, all, o.target); err != nil {
+	if err := plotCurves(png, all, o.target, curve.Len()); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "\nwrote %s, %s, %s\n", png, filepath.Join(o.out, "summary.md"), filepath.Join(o.out, "losses.csv"))

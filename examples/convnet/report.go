@@ -178,8 +178,8 @@ const lossSmoothing = 20
 // plotCurves draws, for every configuration, the training loss per step
 // (moving average, mean over the seeds) and the accuracy curve (mean over
 // the seeds, error bars ± one standard deviation), with a line at target
-// (percent).
-func plotCurves(path string, all [][]*runResult, target float64) error {
+// (percent); curveN is the number of test images of the curve.
+func plotCurves(path string, all [][]*runResult, target float64, curveN int) error {
 	var loss, acc []plotutil.Series
 	lrs := map[float64]int{}
 	for j, r0 := range all[0] {
@@ -220,9 +220,9 @@ func plotCurves(path string, all [][]*runResult, target float64) error {
 		x0, x1 := acc[0].X[0], acc[0].X[len(acc[0].X)-1]
 		acc = append(acc, plotutil.Series{Name: fmt.Sprintf("target %g %%", target), X: []float64{x0, x1}, Y: []float64{target, target}, Color: 6, Dashed: true})
 	}
-	seeds := ""
+	seeds, spread := "", ""
 	if len(all) > 1 {
-		seeds = fmt.Sprintf(", mean of %d seeds", len(all))
+		seeds, spread = fmt.Sprintf(", mean of %d seeds", len(all)), " ± sd"
 	}
 	return plotutil.SavePNG(path, 26*vg.Centimeter, 10*vg.Centimeter,
 		plotutil.Panel{
@@ -230,7 +230,7 @@ func plotCurves(path string, all [][]*runResult, target float64) error {
 			XLabel: "step", YLabel: "cross-entropy", Series: loss, LogY: true,
 		},
 		plotutil.Panel{
-			Title:  fmt.Sprintf("test accuracy, running statistics%s ± sd", seeds),
+			Title:  fmt.Sprintf("test accuracy (%d images, running statistics)%s%s", curveN, seeds, spread),
 			XLabel: "step", YLabel: "%", Series: acc,
 			YMin: plotutil.Float(0), YMax: plotutil.Float(100), NoLegend: true,
 		},
