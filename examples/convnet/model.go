@@ -21,7 +21,35 @@ type model struct {
 	w      *cnn.Weights
 	withBN bool
 	fused  bool
+	act    cnn.Activation
+	depth  int
 	train  *cnn.Net
+}
+
+// evalNet returns a net of the model for batches of the given size, its BN
+// layers (if any) a copy of the training net's in mode.
+func (m *model) evalNet(batch int, mode bn.Mode) (*cnn.Net, error) {
+	en, err := cnn.New(m.w, cnn.Config{Batch: batch, NoBN: !m.withBN, Fused: m.fused, Act: m.act, Depth: m.depth})
+	if err != nil {
+		return nil, err
+	}
+	if err := m.sync(en, mode); err != nil {
+		en.Close()
+		return nil, err
+	}
+	return en, nil
+}
+
+// sync copies the training net's BN layers (γ, β, running statistics) into
+// en's and sets their mode; the other weights are shared already.
+func (m *model) sync(en *cnn.Net, mode bn.Mode) error {
+	if !m.withBN {
+		return nil
+	}
+	if err := en.CopyBN(m.train); err != nil {
+		return err
+	}
+	return en.SetMode(mode)
 }
 
 // accuracy returns the fraction of set classified correctly, in batches of
@@ -30,18 +58,10 @@ type model struct {
 // statistics of each evaluation batch). The mode is ignored without BN. step,
 // if not nil, is called after every batch.
 func (m *model) accuracy(ctx context.Context, set *mnist.Set, batch int, mode bn.Mode, step func()) (float64, error) {
-	en, err := cnn.New(m.w, cnn.Config{Batch: batch, NoBN: !m.withBN, Fused: m.fused})
+	en, err := m.evalNet(batch, mode)
 	if err != nil {
 		return 0, err
 	}
 	defer en.Close()
-	if m.withBN {
-		if err := en.CopyBN(m.train); err != nil {
-			return 0, err
-		}
-		if err := en.SetMode(mode); err != nil {
-			return 0, err
-		}
-	}
 	return cnn.Accuracy(ctx, en, set, step)
 }

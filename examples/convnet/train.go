@@ -15,8 +15,11 @@ import (
 
 // runConfig describes one training run.
 type runConfig struct {
-	name      string       // label in tables and plots
-	withBN    bool         // conv → BN → ReLU, else conv + bias → ReLU
+	name      string // label in tables and plots
+	withBN    bool   // conv → BN → act, else conv + bias → act
+	act       cnn.Activation
+	depth     int          // extra conv blocks (cnn.Config.Depth)
+	evalEvery int          // steps between the evaluations of the curve (0: none)
 	lr        float64      // learning rate of SGD
 	momentum  float64      // momentum of SGD (0: plain SGD)
 	epochs    int          // passes over the training set
@@ -35,6 +38,10 @@ type runResult struct {
 	// epochLoss[e] is the mean training loss of epoch e, testAcc[e] the
 	// test accuracy after it (running statistics for BN).
 	epochLoss, testAcc []float64
+	// curveStep[i] is the number of steps after which the test accuracy
+	// curveAcc[i] (running statistics, on the curve set) was measured.
+	curveStep []int
+	curveAcc  []float64
 	// diverged reports a non-finite loss at step divergedAt; training
 	// stopped there.
 	diverged   bool
@@ -44,25 +51,33 @@ type runResult struct {
 }
 
 // train trains one model on train and evaluates it on test after every
-// epoch. step is called after every training step (for a progress bar); it
-// may be nil. Training stops early, without error, at the first non-finite
-// loss: that is a result (divergence), not a failure.
-func train(ctx context.Context, cfg runConfig, trainSet, testSet *mnist.Set, step func()) (*runResult, error) {
+// epoch, and on curve (if not nil) every cfg.evalEvery steps. step is
+// called after every training step (for a progress bar); it may be nil.
+// Training stops early, without error, at the first non-finite loss: that
+// is a result (divergence), not a failure.
+func train(ctx context.Context, cfg runConfig, trainSet, testSet, curve *mnist.Set, step func()) (*runResult, error) {
 	if cfg.epochs < 1 || cfg.batch < 1 || cfg.evalBatch < 1 || !(cfg.lr > 0) {
 		return nil, fmt.Errorf("%s: invalid configuration: epochs %d, batch %d, eval batch %d, lr %v", cfg.name, cfg.epochs, cfg.batch, cfg.evalBatch, cfg.lr)
 	}
 	if trainSet.Len() < cfg.batch {
 		return nil, fmt.Errorf("%s: %d training images, fewer than one batch of %d", cfg.name, trainSet.Len(), cfg.batch)
 	}
-	w, err := cnn.NewWeights(cfg.dtype, cfg.seed, cnn.ClassifierStd)
+	w, err := cnn.NewDeepWeights(cfg.dtype, cfg.seed, cnn.ClassifierStd, cfg.depth)
 	if err != nil {
 		return nil, err
 	}
-	tn, err := cnn.New(w, cnn.Config{Batch: cfg.batch, NoBN: !cfg.withBN, Train: true, Fused: cfg.fused})
+	tn, err := cnn.New(w, cnn.Config{Batch: cfg.batch, NoBN: !cfg.withBN, Train: true, Fused: cfg.fused, Act: cfg.act, Depth: cfg.depth})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name, err)
 	}
-	m := &model{w: w, withBN: cfg.withBN, fused: cfg.fused, train: tn}
+	m := &model{w: w, withBN: cfg.withBN, fused: cfg.fused, act: cfg.act, depth: cfg.depth, train: tn}
+	var cn *cnn.Net // the evaluation net of the curve
+	if curve != nil && cfg.evalEvery > 0 {
+		if cn, err = m.evalNet(min(cfg.evalBatch, curve.Len()), bn.Eval); err != nil {
+			return nil, err
+		}
+		defer cn.Close()
+	}
 	res := &runResult{cfg: cfg, model: m}
 	solver := gorgonia.NewMomentum(gorgonia.WithLearnRate(cfg.lr), gorgonia.WithMomentum(cfg.momentum))
 	grads := gorgonia.NodesToValueGrads(tn.Learnables)
@@ -101,6 +116,17 @@ func train(ctx context.Context, cfg runConfig, trainSet, testSet *mnist.Set, ste
 			if err := solver.Step(grads); err != nil {
 				return nil, fmt.Errorf("%s: solver: %w", cfg.name, err)
 			}
+			if cn != nil && len(res.stepLoss)%cfg.evalEvery == 0 {
+				if err := m.sync(cn, bn.Eval); err != nil {
+					return nil, err
+				}
+				acc, err := cnn.Accuracy(ctx, cn, curve, nil)
+				if err != nil {
+					return nil, fmt.Errorf("%s: evaluation: %w", cfg.name, err)
+				}
+				res.curveStep = append(res.curveStep, len(res.stepLoss))
+				res.curveAcc = append(res.curveAcc, acc)
+			}
 		}
 		res.epochLoss = append(res.epochLoss, sum/float64(len(batches)))
 		acc, err := m.accuracy(ctx, testSet, cfg.evalBatch, bn.Eval, nil)
@@ -110,4 +136,15 @@ func train(ctx context.Context, cfg runConfig, trainSet, testSet *mnist.Set, ste
 		res.testAcc = append(res.testAcc, acc)
 	}
 	return res, nil
+}
+
+// stepsTo returns the number of training steps after which the curve first
+// reached the accuracy target (a fraction), or -1 if it never did.
+func (r *runResult) stepsTo(target float64) int {
+	for i, a := range r.curveAcc {
+		if a >= target {
+			return r.curveStep[i]
+		}
+	}
+	return -1
 }

@@ -5,6 +5,11 @@
 //	              → conv 3×3, C2 → BN → ReLU → max-pool 2   (N,C2,7,7)
 //	              → linear Flat → 10 → softmax cross-entropy
 //
+// Config.Act replaces ReLU by a saturating activation (sigmoid, tanh), and
+// NewDeepWeights with Config.Depth adds blocks conv 3×3 (C2, padding 1) →
+// BN → activation at 7×7 after the second max-pool, so that deeper
+// networks can be compared.
+//
 // Weights holds the weights, which the solver updates in place; every graph
 // built on them with New (one per batch size: training, evaluation, …)
 // sees the current values. γ and β belong to each graph's BN layers.
@@ -44,13 +49,16 @@ var LayerNames = []string{"bn1", "bn2"}
 // prediction, loss ≈ ln 10.
 const ClassifierStd = 0.01
 
-// Weights are the convolution and linear weights of one model. B1 and B2,
-// the conv biases, are used only by the network without BN (Config.NoBN);
-// with BN the layers' β plays their part.
+// Weights are the convolution and linear weights of one model. B1, B2
+// and BX, the conv biases, are used only by the network without BN
+// (Config.NoBN); with BN the layers' β plays their part.
 type Weights struct {
 	Dtype          tensor.Dtype
 	W1, W2, WF, BF *tensor.Dense
 	B1, B2         *tensor.Dense
+	// WX and BX are the weights (C2, C2, Kernel, Kernel) and biases (1,
+	// C2, 1, 1) of the extra blocks (NewDeepWeights), in forward order.
+	WX, BX []*tensor.Dense
 }
 
 // NewWeights draws the weights from rand.New(rand.NewSource(seed)), in this
@@ -58,12 +66,26 @@ type Weights struct {
 // deviation classifierStd; BF, B1 and B2 are zero. dt is tensor.Float32 or
 // tensor.Float64.
 func NewWeights(dt tensor.Dtype, seed int64, classifierStd float64) (*Weights, error) {
+	return NewDeepWeights(dt, seed, classifierStd, 0)
+}
+
+// MaxDepth is the largest number of extra blocks NewDeepWeights makes.
+const MaxDepth = 32
+
+// NewDeepWeights is NewWeights with depth extra blocks (0 … MaxDepth):
+// their conv weights are drawn after WF from the same source, He-normal
+// (std HeStd(C2·Kernel²)), their biases are zero. With depth 0 the weights
+// are NewWeights' (the same values for the same seed).
+func NewDeepWeights(dt tensor.Dtype, seed int64, classifierStd float64, depth int) (*Weights, error) {
 	if dt != tensor.Float32 && dt != tensor.Float64 {
 		return nil, fmt.Errorf("unsupported dtype %v (want float32 or float64)", dt)
 	}
+	if depth < 0 || depth > MaxDepth {
+		return nil, fmt.Errorf("depth %d, want 0 … %d", depth, MaxDepth)
+	}
 	rng := rand.New(rand.NewSource(seed))
 	zeros := func(shape ...int) *tensor.Dense { return tensor.New(tensor.Of(dt), tensor.WithShape(shape...)) }
-	return &Weights{
+	w := &Weights{
 		Dtype: dt,
 		W1:    Normal(rng, dt, HeStd(1*Kernel*Kernel), C1, 1, Kernel, Kernel),
 		W2:    Normal(rng, dt, HeStd(C1*Kernel*Kernel), C2, C1, Kernel, Kernel),
@@ -71,17 +93,89 @@ func NewWeights(dt tensor.Dtype, seed int64, classifierStd float64) (*Weights, e
 		BF:    zeros(1, mnist.Classes),
 		B1:    zeros(1, C1, 1, 1),
 		B2:    zeros(1, C2, 1, 1),
-	}, nil
+	}
+	for range depth {
+		w.WX = append(w.WX, Normal(rng, dt, HeStd(C2*Kernel*Kernel), C2, C2, Kernel, Kernel))
+		w.BX = append(w.BX, zeros(1, C2, 1, 1))
+	}
+	return w, nil
+}
+
+// Depth returns the number of extra blocks of w.
+func (w *Weights) Depth() int { return len(w.WX) }
+
+// BNNames returns the names of the BN layers of a net with depth extra
+// blocks, in forward order: LayerNames, then "bn3", "bn4", ….
+func BNNames(depth int) []string {
+	out := append([]string(nil), LayerNames...)
+	for i := range depth {
+		out = append(out, fmt.Sprintf("bn%d", len(LayerNames)+1+i))
+	}
+	return out
+}
+
+// Activation is the nonlinearity after every convolution (and its BN).
+type Activation int
+
+// The activations: ReLU (the zero value), and the saturating sigmoid and
+// tanh.
+const (
+	ReLU Activation = iota
+	Sigmoid
+	Tanh
+)
+
+// String returns the activation's name, as ParseActivation reads it.
+func (a Activation) String() string {
+	switch a {
+	case ReLU:
+		return "relu"
+	case Sigmoid:
+		return "sigmoid"
+	case Tanh:
+		return "tanh"
+	}
+	return fmt.Sprintf("Activation(%d)", int(a))
+}
+
+// ParseActivation returns the activation named s: relu, sigmoid or tanh.
+func ParseActivation(s string) (Activation, error) {
+	for _, a := range []Activation{ReLU, Sigmoid, Tanh} {
+		if s == a.String() {
+			return a, nil
+		}
+	}
+	return 0, fmt.Errorf("activation %q, want relu, sigmoid or tanh", s)
+}
+
+// apply returns a(h).
+func (a Activation) apply(h *gorgonia.Node) (*gorgonia.Node, error) {
+	switch a {
+	case ReLU:
+		return gorgonia.Rectify(h)
+	case Sigmoid:
+		return gorgonia.Sigmoid(h)
+	case Tanh:
+		return gorgonia.Tanh(h)
+	}
+	return nil, fmt.Errorf("unknown activation %d", int(a))
 }
 
 // Config is how New builds a graph.
 type Config struct {
 	Batch int  // samples per run
-	NoBN  bool // conv + bias → ReLU, without BN layers
+	NoBN  bool // conv + bias → activation, without BN layers
 	Train bool // also build the gradients of the loss
 	// Fused applies BN and the ReLU as one op (bn.Layer.ApplyReLU) instead
-	// of Apply then gorgonia.Rectify; ignored without BN.
+	// of Apply then gorgonia.Rectify; ignored without BN and with another
+	// activation than ReLU.
 	Fused bool
+	// Act is the activation after every convolution (and BN); ReLU by
+	// default.
+	Act Activation
+	// Depth is the number of extra blocks conv 3×3 → BN → Act after the
+	// second max-pool; it must equal the weights' Depth.
+	Depth int
 	// BN are further options of every BN layer (besides its name).
 	BN []bn.Option
 }
@@ -94,8 +188,8 @@ type Net struct {
 	Batch  int
 	Logits *gorgonia.Node
 	Loss   *gorgonia.Node
-	// Learnables are W1, W2, WF, BF, then B1, B2 without BN or γ, β of each
-	// BN layer in forward order with BN.
+	// Learnables are W1, W2, WF, BF, the WX, then B1, B2, the BX without
+	// BN or γ, β of each BN layer in forward order with BN.
 	Learnables gorgonia.Nodes
 	BNs        []*bn.Layer // nil without BN
 
@@ -107,7 +201,8 @@ type Net struct {
 var buildMu sync.Mutex
 
 // New builds the network on w: conv → BN → ReLU → max-pool, twice, then a
-// linear layer; cfg.NoBN puts a conv bias where BN was.
+// linear layer; cfg.NoBN puts a conv bias where BN was. cfg.Depth extra
+// blocks conv → BN → activation (no pool) follow the second block.
 func New(w *Weights, cfg Config) (*Net, error) {
 	// Gorgonia's graph construction is not safe for concurrent use (Conv2d
 	// and Rectify share a global counter): in-process workers build their
@@ -118,6 +213,13 @@ func New(w *Weights, cfg Config) (*Net, error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("batch size %d, want ≥ 1", batch)
 	}
+	if cfg.Depth != w.Depth() {
+		return nil, fmt.Errorf("depth %d for weights of depth %d", cfg.Depth, w.Depth())
+	}
+	if cfg.Act != ReLU && cfg.Act != Sigmoid && cfg.Act != Tanh {
+		return nil, fmt.Errorf("unknown activation %d", int(cfg.Act))
+	}
+	fused := cfg.Fused && cfg.Act == ReLU && !cfg.NoBN
 	dt := w.Dtype
 	g := gorgonia.NewGraph()
 	n := &Net{Batch: batch}
@@ -133,12 +235,22 @@ func New(w *Weights, cfg Config) (*Net, error) {
 	}
 	w1, w2 := param("w1", w.W1), param("w2", w.W2)
 	wf, bf := param("wf", w.WF), param("bf", w.BF)
+	wx := make([]*gorgonia.Node, len(w.WX))
+	for i, v := range w.WX {
+		wx[i] = param(fmt.Sprintf("w%d", len(LayerNames)+1+i), v)
+	}
+	names := BNNames(cfg.Depth)
 	var b1, b2 *gorgonia.Node
+	bx := make([]*gorgonia.Node, len(w.BX))
 	if cfg.NoBN {
 		b1, b2 = param("b1", w.B1), param("b2", w.B2)
+		for i, v := range w.BX {
+			bx[i] = param(fmt.Sprintf("b%d", len(LayerNames)+1+i), v)
+		}
 	}
 
-	block := func(in, w, b *gorgonia.Node, ch int, name string) (*gorgonia.Node, error) {
+	// block is conv → BN (or bias) → activation, then a max-pool if pool.
+	block := func(in, w, b *gorgonia.Node, ch int, name string, pool bool) (*gorgonia.Node, error) {
 		h, err := gorgonia.Conv2d(in, w, tensor.Shape{Kernel, Kernel}, []int{1, 1}, []int{1, 1}, []int{1, 1})
 		if err != nil {
 			return nil, fmt.Errorf("%s: conv: %w", name, err)
@@ -149,7 +261,7 @@ func New(w *Weights, cfg Config) (*Net, error) {
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 			apply := l.Apply
-			if cfg.Fused {
+			if fused {
 				apply = l.ApplyReLU
 			}
 			if h, err = apply(h); err != nil {
@@ -160,23 +272,31 @@ func New(w *Weights, cfg Config) (*Net, error) {
 		} else if h, err = gorgonia.BroadcastAdd(h, b, nil, []byte{0, 2, 3}); err != nil {
 			return nil, fmt.Errorf("%s: bias: %w", name, err)
 		}
-		if cfg.NoBN || !cfg.Fused {
-			h, err = gorgonia.Rectify(h)
+		if !fused {
+			h, err = cfg.Act.apply(h)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: relu: %w", name, err)
+			return nil, fmt.Errorf("%s: %v: %w", name, cfg.Act, err)
+		}
+		if !pool {
+			return h, nil
 		}
 		if h, err = gorgonia.MaxPool2D(h, tensor.Shape{2, 2}, []int{0, 0}, []int{2, 2}); err != nil {
 			return nil, fmt.Errorf("%s: pool: %w", name, err)
 		}
 		return h, nil
 	}
-	h, err := block(x, w1, b1, C1, LayerNames[0])
+	h, err := block(x, w1, b1, C1, names[0], true)
 	if err != nil {
 		return nil, err
 	}
-	if h, err = block(h, w2, b2, C2, LayerNames[1]); err != nil {
+	if h, err = block(h, w2, b2, C2, names[1], true); err != nil {
 		return nil, err
+	}
+	for i := range wx {
+		if h, err = block(h, wx[i], bx[i], C2, names[2+i], false); err != nil {
+			return nil, err
+		}
 	}
 	if h, err = gorgonia.Reshape(h, tensor.Shape{batch, Flat}); err != nil {
 		return nil, fmt.Errorf("flatten: %w", err)

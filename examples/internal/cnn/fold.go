@@ -22,6 +22,9 @@ func NewFolded(w *Weights, bns []*bn.Layer, batch int) (*Net, error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("batch size %d, want ≥ 1", batch)
 	}
+	if w.Depth() != 0 {
+		return nil, fmt.Errorf("weights of depth %d: only the two-block net folds", w.Depth())
+	}
 	if len(bns) != 2 {
 		return nil, fmt.Errorf("%d BN layers, want 2", len(bns))
 	}
