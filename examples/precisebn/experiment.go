@@ -59,6 +59,8 @@ type model struct {
 	stepLoss            []float64
 	// others[i] is the EMA with momentum cfg.otherMomenta[i].
 	others []modelStats
+	// initial is the running statistics before training.
+	initial modelStats
 }
 
 // Close releases the graphs' machines.
@@ -111,6 +113,7 @@ func trainModel(ctx context.Context, cfg config, set *mnist.Set, b *bars) (*mode
 		m.others[i] = runningStats(m.train) // the initial running statistics
 	}
 	prev := runningStats(m.train)
+	m.initial = runningStats(m.train)
 	var batches [][]int
 	for step := 0; step < cfg.steps; step++ {
 		if err := ctx.Err(); err != nil {
