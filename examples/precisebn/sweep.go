@@ -96,12 +96,30 @@ func unbiased(r, r0 modelStats, w float64) modelStats {
 // runPoint trains one model for epochs passes over trainSet at point p and
 // measures it. stage, if set, is called with a line per stage.
 func runPoint(ctx context.Context, base config, p point, epochs int, seed int64, trainSet, test *mnist.Set, stage func(string, ...any)) (*pointResult, error) {
-	if stage == nil {
-		stage = func(string, ...any) {}
+	m, cfg, err := trainPoint(ctx, base, p, epochs, seed, trainSet, test, stage)
+	if err != nil {
+		return nil, err
 	}
+	defer m.Close()
+	return measurePoint(ctx, m, cfg, p, trainSet, test, stage)
+}
+
+// orQuiet returns stage, or a function that prints nothing if it is nil.
+func orQuiet(stage func(string, ...any)) func(string, ...any) {
+	if stage == nil {
+		return func(string, ...any) {}
+	}
+	return stage
+}
+
+// trainPoint trains the model of point p (epochs passes over trainSet,
+// whole batches) and returns it with its configuration; the caller closes
+// it.
+func trainPoint(ctx context.Context, base config, p point, epochs int, seed int64, trainSet, test *mnist.Set, stage func(string, ...any)) (*model, config, error) {
+	stage = orQuiet(stage)
 	perEpoch := trainSet.Len() / p.batch
 	if perEpoch < 1 {
-		return nil, fmt.Errorf("batch %d: fewer than %d training images", p.batch, p.batch)
+		return nil, config{}, fmt.Errorf("batch %d: fewer than %d training images", p.batch, p.batch)
 	}
 	cfg := base
 	cfg.batch, cfg.lr, cfg.seed, cfg.steps = p.batch, p.lr, seed, epochs*perEpoch
@@ -110,9 +128,18 @@ func runPoint(ctx context.Context, base config, p point, epochs int, seed int64,
 	stage("seed %d, batch %d, lr %g: training, %d steps", seed, p.batch, p.lr, cfg.steps)
 	m, err := trainModel(ctx, cfg, trainSet, nil)
 	if err != nil {
-		return nil, fmt.Errorf("batch %d, lr %g: %w", p.batch, p.lr, err)
+		return nil, config{}, fmt.Errorf("batch %d, lr %g: %w", p.batch, p.lr, err)
 	}
-	defer m.Close()
+	return m, cfg, nil
+}
+
+// measurePoint computes the PreciseBN statistics of the trained model m
+// over the whole batches of trainSet and compares them with the EMA.
+func measurePoint(ctx context.Context, m *model, cfg config, p point, trainSet, test *mnist.Set, stage func(string, ...any)) (*pointResult, error) {
+	stage = orQuiet(stage)
+	seed := cfg.seed
+	perEpoch := trainSet.Len() / p.batch
+	var err error
 	r := &pointResult{point: p, seed: seed, steps: cfg.steps, startup: math.Pow(1-cfg.bnMomentum, float64(cfg.steps))}
 	k := max(1, cfg.steps/10)
 	r.loss = meanOf(m.stepLoss[cfg.steps-k:])
