@@ -336,20 +336,42 @@ func plotSweep(path string, r *sweepResult) error {
 		}
 		return len(seen) > 1
 	}
+	ticks := func(axis string) []float64 {
+		var xs []float64
+		for _, p := range r.points {
+			switch {
+			case p.axis != axis:
+			case axis == "lr":
+				xs = append(xs, p.lr)
+			default:
+				xs = append(xs, float64(p.batch))
+			}
+		}
+		return xs
+	}
+	// top leaves room above the curves for the legend (log scale: a factor).
+	top := func(ss []plotutil.Series, factor float64) *float64 {
+		y := 0.0
+		for _, sr := range ss {
+			for i, v := range sr.Y {
+				y = math.Max(y, v+sr.Err[i])
+			}
+		}
+		return plotutil.Float(y * factor)
+	}
+	errs := errSeries("batch")
+	acc := []plotutil.Series{
+		series("batch", func(x *pointResult) float64 { return 100 * x.emaAcc }, "EMA statistics", 1, true),
+		series("batch", func(x *pointResult) float64 { return 100 * x.preciseAcc }, "PreciseBN statistics", 0, false)}
 	panels := []plotutil.Panel{
 		{Title: fmt.Sprintf("EMA vs PreciseBN statistics, lr = %g·B/%d", r.cfg.baseLR, r.cfg.baseBatch), XLabel: "batch B",
-			YLabel: "RMS error (mean: /σ; variance: relative)", Series: errSeries("batch"), LogX: spans("batch"), LogY: true},
-		{Title: "test accuracy", XLabel: "batch B", YLabel: "%", LogX: spans("batch"), Series: []plotutil.Series{
-			series("batch", func(x *pointResult) float64 { return 100 * x.emaAcc }, "EMA statistics", 1, true),
-			series("batch", func(x *pointResult) float64 { return 100 * x.preciseAcc }, "PreciseBN statistics", 0, false)}},
+			YLabel: "RMS error (mean: /σ; variance: relative)", Series: errs, LogX: spans("batch"), LogY: true, XTicks: ticks("batch"), YMax: top(errs, 10)},
+		{Title: "test accuracy (mean ± sd over seeds)", XLabel: "batch B", YLabel: "%", LogX: spans("batch"), Series: acc, XTicks: ticks("batch"), YMax: top(acc, 1.03)},
 	}
 	if len(r.cfg.lrs) > 0 {
 		lr := errSeries("lr")
-		for i := range lr {
-			lr[i].Name = ""
-		}
 		panels = append(panels, plotutil.Panel{Title: fmt.Sprintf("EMA vs PreciseBN statistics, batch %d", r.cfg.lrBatch), XLabel: "learning rate",
-			YLabel: "RMS error", Series: lr, LogX: spans("lr"), LogY: true, NoLegend: true})
+			YLabel: "RMS error", Series: lr, LogX: spans("lr"), LogY: true, NoLegend: true, XTicks: ticks("lr"), YMax: top(lr, 10)})
 	}
 	return plotutil.SavePNG(path, vg.Length(12*len(panels))*vg.Centimeter, 11*vg.Centimeter, panels...)
 }
