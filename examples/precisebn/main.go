@@ -33,6 +33,17 @@
 //
 // It prints a markdown table and writes precisebn.png (the plot),
 // results.md and results.csv to -out.
+//
+// With -sweep it instead trains one model per batch size, for the same
+// number of epochs (-epochs) over the first -sweep-images training images,
+// with the learning rate scaled linearly with the batch (-base-lr at
+// -base-batch: fewer, larger steps), and one per learning rate of
+// -sweep-lrs at the batch -lr-batch; for each it compares the EMA
+// statistics with PreciseBN statistics over the training images (error per
+// layer, test accuracy with each), over -seeds seeds, and writes sweep.md
+// and sweep.png:
+//
+//	go run ./examples/precisebn -sweep 32,128,512,1024 -seeds 3
 package main
 
 import (
