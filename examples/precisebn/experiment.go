@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand"
@@ -33,6 +34,9 @@ type config struct {
 	samples      []int        // PreciseBN sample counts (rounded up to whole batches)
 	repeats      int          // random draws of the PreciseBN samples per count
 }
+
+// errDiverged reports a training whose loss became NaN or infinite.
+var errDiverged = errors.New("training diverged")
 
 // bars creates the progress bars of the long phases; a nil bars or a nil
 // function is silent.
@@ -135,7 +139,7 @@ func trainModel(ctx context.Context, cfg config, set *mnist.Set, b *bars) (*mode
 		}
 		m.stepLoss = append(m.stepLoss, loss)
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
-			return nil, fmt.Errorf("training diverged: loss %v at step %d (lower -lr)", loss, step)
+			return nil, fmt.Errorf("%w: loss %v at step %d (lower -lr)", errDiverged, loss, step)
 		}
 		cur := runningStats(m.train)
 		foldOthers(m.others, cfg.otherMomenta, prev, cur, cfg.bnMomentum)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -170,6 +171,18 @@ func measurePoint(ctx context.Context, m *model, cfg config, p point, trainSet, 
 	return r, nil
 }
 
+// diverged is the result of a point whose training diverged: every
+// measurement NaN.
+func diverged(p point, seed int64, layers int) *pointResult {
+	nan := math.NaN()
+	r := &pointResult{point: p, seed: seed, steps: -1, startup: nan, loss: nan, emaAcc: nan, preciseAcc: nan, corrAcc: nan}
+	for range layers {
+		r.meanErr, r.varErr = append(r.meanErr, nan), append(r.varErr, nan)
+		r.corrMeanErr, r.corrVarErr = append(r.corrMeanErr, nan), append(r.corrVarErr, nan)
+	}
+	return r
+}
+
 // sweepResult is a whole sweep: runs[i][j] is point i with seed j.
 type sweepResult struct {
 	cfg      sweepConfig
@@ -188,6 +201,13 @@ func runSweep(ctx context.Context, s sweepConfig, trainSet, test *mnist.Set, w i
 		var runs []*pointResult
 		for _, seed := range s.seeds {
 			r, err := runPoint(ctx, s.base, p, s.epochs, seed, trainSet, test, stage)
+			if errors.Is(err, errDiverged) {
+				// One diverged point does not end the sweep: its cells
+				// are NaN (the plot leaves them out).
+				stage("seed %d: %v", seed, err)
+				runs = append(runs, diverged(p, seed, len(layerNames)))
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("seed %d: %w", seed, err)
 			}
@@ -256,8 +276,8 @@ func writeSweep(w io.Writer, r *sweepResult) {
 		fmt.Fprintln(w, "---|---|---|")
 		for _, i := range idx {
 			p := r.points[i]
-			pr0 := r.runs[i][0]
-			fmt.Fprintf(w, "| %d | %g | %d | %.2g | %s |", p.batch, p.lr, pr0.steps, pr0.startup,
+			steps := s.epochs * (r.trainLen / p.batch)
+			fmt.Fprintf(w, "| %d | %g | %d | %.2g | %s |", p.batch, p.lr, steps, math.Pow(1-s.base.bnMomentum, float64(steps)),
 				r.cell(i, "%.3f", 1, func(x *pointResult) float64 { return x.loss }))
 			for l := range layerNames {
 				fmt.Fprintf(w, " %s | %s |", r.cell(i, "%.4f", 1, func(x *pointResult) float64 { return x.meanErr[l] }),
@@ -354,7 +374,9 @@ func plotSweep(path string, r *sweepResult) error {
 		y := 0.0
 		for _, sr := range ss {
 			for i, v := range sr.Y {
-				y = math.Max(y, v+sr.Err[i])
+				if v+sr.Err[i] > y { // false for NaN (a diverged point)
+					y = v + sr.Err[i]
+				}
 			}
 		}
 		return plotutil.Float(y * factor)

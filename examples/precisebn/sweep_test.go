@@ -85,10 +85,11 @@ func TestUnbiased(t *testing.T) {
 }
 
 // TestRunSweepSmall runs the sweep mode on a tiny configuration with two
-// seeds and checks its outputs.
+// seeds and checks its outputs; one learning rate (1000) diverges, which
+// gives NaN cells, not the end of the sweep.
 func TestRunSweepSmall(t *testing.T) {
 	out := t.TempDir()
-	o, err := parseFlags([]string{"-sweep", "32,64", "-sweep-lrs", "0.05,0.2", "-lr-batch", "32", "-epochs", "1", "-sweep-images", "256",
+	o, err := parseFlags([]string{"-sweep", "32,64", "-sweep-lrs", "0.05,0.2,1000", "-lr-batch", "32", "-epochs", "1", "-sweep-images", "256",
 		"-test-subset", "200", "-eval-batch", "100", "-seeds", "2", "-out", out}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +99,8 @@ func TestRunSweepSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"seeds [1 2]", "| 32 | 0.0125 | 8 |", "| 64 | 0.025 | 4 |", "Learning rate at a fixed batch of 32", "| 32 | 0.2 | 8 |",
-		"seed 2, batch 64, lr 0.025: training, 4 steps", "start-up removed"} {
+		"seed 2, batch 64, lr 0.025: training, 4 steps", "start-up removed",
+		"seed 2: batch 32, lr 1000: training diverged", "| 32 | 1000 | 8 | 0.43 | NaN ± NaN [NaN NaN] |"} {
 		if !strings.Contains(sb.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, sb.String())
 		}
