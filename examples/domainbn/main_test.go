@@ -114,7 +114,7 @@ func TestFlags(t *testing.T) {
 	}
 	for _, args := range [][]string{
 		{"-variants", "nope"}, {"-epochs", "0"}, {"-batch", "5"}, {"-subset", "40000"},
-		{"-dtype", "int"}, {"-lr", "0"}, {"-momentum", "1"}, {"extra"},
+		{"-dtype", "int"}, {"-lr", "0"}, {"-momentum", "1"}, {"extra"}, {"-seeds", "0"},
 	} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
@@ -125,18 +125,25 @@ func TestFlags(t *testing.T) {
 func TestMarkdown(t *testing.T) {
 	o, _ := parseFlags([]string{"-variants", "shared"}, io.Discard)
 	r := &result{v: variants[0], epochLoss: []float64{0.5, 0.25}, acc: [numDomains]float64{0.9, 0.8, 0.1}, adapted: 0.7, train: 3 * time.Second}
-	md := markdown(o, []*result{r}, 10*time.Second)
-	for _, want := range []string{"| shared BN | 90.00 | 80.00 | 10.00 | 70.00 | 0.2500 | 3s |", "Total run time 10s"} {
+	md := markdown(o, [][]*result{{r, r, r}}, 10*time.Second)
+	r2 := *r
+	r2.acc[original] = 0.8
+	md2 := markdown(o, [][]*result{{r, &r2}}, 10*time.Second)
+	for _, want := range []string{"| shared BN | 90.00 ± 0.00 [90.00 90.00 90.00] | 80.00 ± 0.00 [80.00 80.00 80.00] | 10.00 ± 0.00 [10.00 10.00 10.00] | 70.00 ± 0.00 [70.00 70.00 70.00] | 0.2500 ± 0.0000 [0.2500 0.2500 0.2500] | 3s |",
+		"seeds 1–3 (mean ± standard deviation [per seed])", "Total run time 10s"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("table lacks %q:\n%s", want, md)
 		}
+	}
+	if want := "| shared BN | 85.00 ± 7.07 [90.00 80.00] |"; !strings.Contains(md2, want) {
+		t.Errorf("table lacks %q:\n%s", want, md2)
 	}
 }
 
 func TestPlot(t *testing.T) {
 	r := &result{v: variants[0], stepLoss: []float64{2, 1, 0.5, 0.4}, acc: [numDomains]float64{0.9, 0.8, 0.1}, adapted: 0.7}
 	path := filepath.Join(t.TempDir(), "domainbn.png")
-	if err := plotResults(path, []*result{r, r}); err != nil {
+	if err := plotResults(path, [][]*result{{r, r}, {r}}); err != nil {
 		t.Fatal(err)
 	}
 	if st, err := os.Stat(path); err != nil || st.Size() == 0 {

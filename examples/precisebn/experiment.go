@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand"
@@ -34,6 +35,9 @@ type config struct {
 	repeats      int          // random draws of the PreciseBN samples per count
 }
 
+// errDiverged reports a training whose loss became NaN or infinite.
+var errDiverged = errors.New("training diverged")
+
 // bars creates the progress bars of the long phases; a nil bars or a nil
 // function is silent.
 type bars struct {
@@ -59,6 +63,8 @@ type model struct {
 	stepLoss            []float64
 	// others[i] is the EMA with momentum cfg.otherMomenta[i].
 	others []modelStats
+	// initial is the running statistics before training.
+	initial modelStats
 }
 
 // Close releases the graphs' machines.
@@ -111,6 +117,7 @@ func trainModel(ctx context.Context, cfg config, set *mnist.Set, b *bars) (*mode
 		m.others[i] = runningStats(m.train) // the initial running statistics
 	}
 	prev := runningStats(m.train)
+	m.initial = runningStats(m.train)
 	var batches [][]int
 	for step := 0; step < cfg.steps; step++ {
 		if err := ctx.Err(); err != nil {
@@ -132,7 +139,7 @@ func trainModel(ctx context.Context, cfg config, set *mnist.Set, b *bars) (*mode
 		}
 		m.stepLoss = append(m.stepLoss, loss)
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
-			return nil, fmt.Errorf("training diverged: loss %v at step %d (lower -lr)", loss, step)
+			return nil, fmt.Errorf("%w: loss %v at step %d (lower -lr)", errDiverged, loss, step)
 		}
 		cur := runningStats(m.train)
 		foldOthers(m.others, cfg.otherMomenta, prev, cur, cfg.bnMomentum)

@@ -33,12 +33,24 @@
 //
 // It prints a markdown table and writes precisebn.png (the plot),
 // results.md and results.csv to -out.
+//
+// With -sweep it instead trains one model per batch size, for the same
+// number of epochs (-epochs) over the first -sweep-images training images,
+// with the learning rate scaled linearly with the batch (-base-lr at
+// -base-batch: fewer, larger steps), and one per learning rate of
+// -sweep-lrs at the batch -lr-batch; for each it compares the EMA
+// statistics with PreciseBN statistics over the training images (error per
+// layer, test accuracy with each), over -seeds seeds, and writes sweep.md
+// and sweep.png:
+//
+//	go run ./examples/precisebn -sweep 32,128,512,1024 -seeds 3
 package main
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -57,6 +69,11 @@ type options struct {
 	seeds                   int
 	out, data               string
 	trainSubset, testSubset int
+	// sweep is set by -sweep: the batch-size and learning-rate sweep
+	// instead of the default experiment.
+	sweep *sweepConfig
+	// sweepImages is the number of training images of the sweep.
+	sweepImages int
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -78,10 +95,44 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	dtype := fs.String("dtype", "float32", "element type: float32 or float64")
 	others := fs.String("other-momenta", "0.01", "comma-separated further EMA momenta to compare, computed from every training batch's statistics (empty: none)")
 	samples := fs.String("samples", "64,256,1024,4096,10000", "comma-separated PreciseBN sample counts (rounded up to whole batches); the whole training set is always added")
+	sweep := fs.String("sweep", "", "comma-separated batch sizes: run the batch-size sweep instead (e.g. 32,128,512,1024; see -base-lr, -epochs, -sweep-lrs)")
+	sc := &sweepConfig{}
+	fs.Float64Var(&sc.baseLR, "base-lr", 0.0125, "sweep: learning rate at the batch -base-batch; batch B trains at -base-lr·B/-base-batch")
+	fs.IntVar(&sc.baseBatch, "base-batch", 32, "sweep: batch of -base-lr")
+	fs.IntVar(&sc.epochs, "epochs", 2, "sweep: passes over the training images at every point")
+	fs.IntVar(&o.sweepImages, "sweep-images", 16384, "sweep: training images, the first ones of the file (the PreciseBN statistics are over all of them)")
+	fs.IntVar(&sc.lrBatch, "lr-batch", 256, "sweep: batch of the learning-rate axis (-sweep-lrs)")
+	lrs := fs.String("sweep-lrs", "0.025,0.1,0.4", "sweep: comma-separated learning rates at the batch -lr-batch (empty: none)")
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
 	var err error
+	if *sweep != "" {
+		if sc.batches, err = cli.Ints("sweep", *sweep, "batch size"); err != nil {
+			return nil, err
+		}
+		for _, f := range cli.Items(*lrs) {
+			v, err := strconv.ParseFloat(f, 64)
+			if err != nil || !(v > 0) || math.IsInf(v, 0) {
+				return nil, fmt.Errorf("-sweep-lrs: %q is not a learning rate > 0", f)
+			}
+			sc.lrs = append(sc.lrs, v)
+		}
+		for _, b := range append(append([]int(nil), sc.batches...), sc.lrBatch) {
+			if b < 2 || b > o.sweepImages {
+				return nil, fmt.Errorf("sweep batch %d, want 2…-sweep-images (%d)", b, o.sweepImages)
+			}
+		}
+		switch {
+		case !(sc.baseLR > 0) || math.IsInf(sc.baseLR, 0):
+			return nil, fmt.Errorf("-base-lr %v, want > 0", sc.baseLR)
+		case sc.baseBatch < 1:
+			return nil, fmt.Errorf("-base-batch %d, want ≥ 1", sc.baseBatch)
+		case sc.epochs < 1:
+			return nil, fmt.Errorf("-epochs %d, want ≥ 1", sc.epochs)
+		}
+		o.sweep = sc
+	}
 	if c.samples, err = cli.Ints("samples", *samples, "count"); err != nil {
 		return nil, err
 	}
@@ -113,6 +164,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-repeats %d, want ≥ 1", c.repeats)
 	case o.trainSubset < 0 || o.testSubset < 0:
 		return nil, fmt.Errorf("-train-subset %d and -test-subset %d must be ≥ 0", o.trainSubset, o.testSubset)
+	case o.sweepImages < 2:
+		return nil, fmt.Errorf("-sweep-images %d, want ≥ 2", o.sweepImages)
+	}
+	if o.sweep != nil {
+		o.sweep.base = *c
+		for i := range o.seeds {
+			o.sweep.seeds = append(o.sweep.seeds, c.seed+int64(i))
+		}
 	}
 	return o, nil
 }
@@ -141,11 +200,14 @@ func run(ctx context.Context, o *options, w io.Writer, b *bars) error {
 		return err
 	}
 	trainSet, test := trainAll.Head(o.trainSubset), testAll.Head(o.testSubset)
-	cfg := o.cfg
-	cfg.evalBatch = min(cfg.evalBatch, test.Len(), trainSet.Len())
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
 	}
+	if o.sweep != nil {
+		return runSweepReport(ctx, o, trainAll, testAll, w)
+	}
+	cfg := o.cfg
+	cfg.evalBatch = min(cfg.evalBatch, test.Len(), trainSet.Len())
 	fmt.Fprintf(w, "MNIST: %d training images (of %d), %d test images (of %d); %v, %d SGD steps of batch %d at lr %g, BN momentum %g, seed %d\n\n",
 		trainSet.Len(), trainAll.Len(), test.Len(), testAll.Len(), cfg.dtype, cfg.steps, cfg.batch, cfg.lr, cfg.bnMomentum, cfg.seed)
 	var all []*result
@@ -186,5 +248,35 @@ func run(ctx context.Context, o *options, w io.Writer, b *bars) error {
 		return err
 	}
 	fmt.Fprintf(w, "\nwrote %s, %s, %s\n", png, filepath.Join(o.out, "results.md"), csvPath)
+	return nil
+}
+
+// runSweepReport runs the sweep of o on the first -sweep-images training
+// images and writes its tables to w and to sweep.md, its plot to
+// sweep.png.
+func runSweepReport(ctx context.Context, o *options, trainAll, testAll *mnist.Set, w io.Writer) error {
+	start := time.Now()
+	if o.sweepImages > trainAll.Len() {
+		return fmt.Errorf("-sweep-images %d, more than the %d training images", o.sweepImages, trainAll.Len())
+	}
+	trainSet, test := trainAll.Head(o.sweepImages), testAll.Head(o.testSubset)
+	fmt.Fprintf(w, "MNIST: %d training images, %d test images; sweep of batch sizes %v at lr %g·B/%d, learning rates %v at batch %d; %d epochs; seeds %v\n",
+		trainSet.Len(), test.Len(), o.sweep.batches, o.sweep.baseLR, o.sweep.baseBatch, o.sweep.lrs, o.sweep.lrBatch, o.sweep.epochs, o.sweep.seeds)
+	r, err := runSweep(ctx, *o.sweep, trainSet, test, w)
+	if err != nil {
+		return err
+	}
+	var sb strings.Builder
+	writeSweep(&sb, r)
+	fmt.Fprintf(&sb, "\nTotal time: %v (GOMAXPROCS %d).\n", time.Since(start).Round(time.Second), runtime.GOMAXPROCS(0))
+	fmt.Fprint(w, "\n"+sb.String())
+	md, png := filepath.Join(o.out, "sweep.md"), filepath.Join(o.out, "sweep.png")
+	if err := os.WriteFile(md, []byte(sb.String()), 0o644); err != nil {
+		return err
+	}
+	if err := plotSweep(png, r); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nwrote %s, %s\n", png, md)
 	return nil
 }

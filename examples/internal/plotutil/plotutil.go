@@ -43,6 +43,10 @@ type Panel struct {
 	YMin, YMax    *float64 // fixed Y range; nil: from the data
 	IntegerXTicks bool     // major X ticks at the integers only (epochs)
 	NoLegend      bool     // no legend (another panel has it)
+	// XTicks, if set, are the major X ticks, labelled with their values
+	// (e.g. the batch sizes of a sweep on a logarithmic axis, where the
+	// default ticks label only the powers of ten).
+	XTicks []float64
 }
 
 // palette is a colour-blind-friendly set (Okabe–Ito).
@@ -108,6 +112,13 @@ func build(pn Panel) (*plot.Plot, error) {
 		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	case pn.IntegerXTicks:
 		p.X.Tick.Marker = integerTicks{}
+	}
+	if pn.XTicks != nil {
+		ticks := make(plot.ConstantTicks, len(pn.XTicks))
+		for i, x := range pn.XTicks {
+			ticks[i] = plot.Tick{Value: x, Label: strconv.FormatFloat(x, 'g', -1, 64)}
+		}
+		p.X.Tick.Marker = ticks
 	}
 	if pn.LogY {
 		p.Y.Scale = plot.LogScale{}

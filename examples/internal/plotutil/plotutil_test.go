@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"gonum.org/v1/plot/vg"
@@ -40,7 +41,7 @@ func TestSavePNG(t *testing.T) {
 				{Name: "estimate", X: []float64{0, 64, 1024, 60000}, Y: []float64{9, 0.1, 0.03, 0.004}, Points: true},
 				{Name: "reference", X: []float64{64, 60000}, Y: []float64{0.05, 0.05}, Dashed: true, Color: 1},
 			}},
-			{Title: "accuracy", LogX: true, NoLegend: true, Series: []Series{
+			{Title: "accuracy", LogX: true, NoLegend: true, XTicks: []float64{64, 1024, 60000}, Series: []Series{
 				{Name: "estimate", X: []float64{64, 60000}, Y: []float64{90, 97}},
 			}},
 		},
@@ -87,5 +88,19 @@ func TestDrawable(t *testing.T) {
 		if got := c.pn.drawable(c.x, c.y); got != c.want {
 			t.Errorf("LogX %v, LogY %v: drawable(%v, %v) = %v", c.pn.LogX, c.pn.LogY, c.x, c.y, got)
 		}
+	}
+}
+
+func TestXTicks(t *testing.T) {
+	p, err := build(Panel{LogX: true, XTicks: []float64{32, 128, 1024}, Series: []Series{{X: []float64{32, 1024}, Y: []float64{1, 2}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var labels []string
+	for _, tk := range p.X.Tick.Marker.Ticks(32, 1024) {
+		labels = append(labels, tk.Label)
+	}
+	if got := strings.Join(labels, ","); got != "32,128,1024" {
+		t.Errorf("X tick labels %q, want 32,128,1024", got)
 	}
 }
