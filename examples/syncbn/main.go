@@ -13,6 +13,13 @@
 // normalizes with the statistics of 2 samples, a different and much noisier
 // model.
 //
+// -depth adds BN blocks at 7×7 (98 values per channel at batch 2, against
+// 1568 and 392 in the first two BN layers) and -act replaces ReLU; -precise
+// also measures the train–test inconsistency directly: after training, the
+// population statistics of every BN layer over the training images
+// (bn.Precise, layer by layer), the test accuracy with them instead of the
+// running statistics, and the running statistics' error against them.
+//
 // By default the workers are goroutines of this process (the in-process
 // backend). Built with -tags mpi and started with mpirun, every MPI process
 // is one worker (collective/mpi); the one-worker run then runs on rank 0.
