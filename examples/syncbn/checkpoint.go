@@ -28,6 +28,8 @@ type checkpoint struct {
 	Batch   int       `json:"batch"`
 	Seed    int64     `json:"seed"`
 	Dtype   string    `json:"dtype"`
+	Depth   int       `json:"depth,omitempty"` // -depth (absent: 0)
+	Act     string    `json:"act,omitempty"`   // -act (absent: relu)
 	Params  []float64 `json:"params"`
 	Running []float64 `json:"running"`
 	State   string    `json:"state"` // stateHash(Params, Running)
@@ -144,9 +146,13 @@ func readCheckpoint(path string, cfg runConfig) (*checkpoint, error) {
 	if err := json.Unmarshal(b, &ck); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
-	if ck.Workers != cfg.workers || ck.Batch != cfg.batch || ck.Seed != cfg.seed || ck.Dtype != cfg.dtype.String() {
-		return nil, fmt.Errorf("checkpoint %s: written by %d workers × %d, seed %d, %s; this run is %d × %d, seed %d, %s",
-			path, ck.Workers, ck.Batch, ck.Seed, ck.Dtype, cfg.workers, cfg.batch, cfg.seed, cfg.dtype)
+	if ck.Act == "" {
+		ck.Act = cnn.ReLU.String() // written before -act existed
+	}
+	if ck.Workers != cfg.workers || ck.Batch != cfg.batch || ck.Seed != cfg.seed || ck.Dtype != cfg.dtype.String() ||
+		ck.Depth != cfg.depth || ck.Act != cfg.act.String() {
+		return nil, fmt.Errorf("checkpoint %s: written by %d workers × %d, seed %d, %s, depth %d, %s; this run is %d × %d, seed %d, %s, depth %d, %s",
+			path, ck.Workers, ck.Batch, ck.Seed, ck.Dtype, ck.Depth, ck.Act, cfg.workers, cfg.batch, cfg.seed, cfg.dtype, cfg.depth, cfg.act)
 	}
 	if h := stateHash(ck.Params, ck.Running); h != ck.State {
 		return nil, fmt.Errorf("checkpoint %s: state hash %s, recorded %s (damaged file)", path, h, ck.State)
@@ -212,7 +218,10 @@ func resume(ctx context.Context, comm collective.Communicator, tn *cnn.Net, cfg 
 // saveCheckpoint writes tn's state after done steps (rank 0).
 func saveCheckpoint(tn *cnn.Net, cfg runConfig, done int, logf func(string, ...any)) error {
 	ck := &checkpoint{Run: cfg.name, Step: done, Workers: cfg.workers, Batch: cfg.batch, Seed: cfg.seed,
-		Dtype: cfg.dtype.String(), Params: tn.Values(), Running: runningStats(tn)}
+		Dtype: cfg.dtype.String(), Depth: cfg.depth, Params: tn.Values(), Running: runningStats(tn)}
+	if cfg.act != cnn.ReLU {
+		ck.Act = cfg.act.String()
+	}
 	ck.State = stateHash(ck.Params, ck.Running)
 	t0 := time.Now()
 	if err := writeCheckpoint(cfg.checkpoint, ck); err != nil {

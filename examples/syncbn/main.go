@@ -13,6 +13,13 @@
 // normalizes with the statistics of 2 samples, a different and much noisier
 // model.
 //
+// -depth adds BN blocks at 7×7 (98 values per channel at batch 2, against
+// 1568 and 392 in the first two BN layers) and -act replaces ReLU; -precise
+// also measures the train–test inconsistency directly: after training, the
+// population statistics of every BN layer over the training images
+// (bn.Precise, layer by layer), the test accuracy with them instead of the
+// running statistics, and the running statistics' error against them.
+//
 // By default the workers are goroutines of this process (the in-process
 // backend). Built with -tags mpi and started with mpirun, every MPI process
 // is one worker (collective/mpi); the one-worker run then runs on rank 0.
@@ -43,6 +50,7 @@ import (
 	"github.com/gorgonia-bn/bn"
 	"github.com/gorgonia-bn/bn/collective"
 	"github.com/gorgonia-bn/bn/examples/internal/cli"
+	"github.com/gorgonia-bn/bn/examples/internal/cnn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"github.com/gorgonia-bn/bn/examples/internal/plotutil"
 	"github.com/gorgonia-bn/bn/examples/internal/stats"
@@ -61,6 +69,9 @@ type options struct {
 	syncTimeout           time.Duration
 	checkpoint, resume    string
 	ckptEvery, seeds      int
+	act                   cnn.Activation
+	depth                 int
+	precise               bool
 	profile               func() (func() error, error)
 }
 
@@ -88,9 +99,19 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.checkpoint, "checkpoint", "", "file rank 0 writes the training state to every -checkpoint-every steps (one run in -runs)")
 	fs.IntVar(&o.ckptEvery, "checkpoint-every", 100, "steps between checkpoints")
 	fs.StringVar(&o.resume, "resume", "", "checkpoint file to resume from (rank 0 reads it; one run in -runs; the solver's momentum restarts from zero)")
+	act := fs.String("act", "relu", "activation after every convolution and its BN: relu, sigmoid or tanh")
+	fs.IntVar(&o.depth, "depth", 0, fmt.Sprintf("extra blocks conv 3×3 (%d) → BN → activation at 7×7 after the second pool (0 … %d)", cnn.C2, cnn.MaxDepth))
+	fs.BoolVar(&o.precise, "precise", false, "after training, also compute each BN layer's population statistics over the training images (bn.Precise, layer by layer, forward only) and report the test accuracy with them and the error of the running statistics")
 	o.profile = cli.CPUProfile(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
+	}
+	var err error
+	if o.act, err = cnn.ParseActivation(*act); err != nil {
+		return nil, fmt.Errorf("-act: %w", err)
+	}
+	if o.depth < 0 || o.depth > cnn.MaxDepth {
+		return nil, fmt.Errorf("-depth %d, want 0 … %d", o.depth, cnn.MaxDepth)
 	}
 	if _, err := cli.Dtype(o.dtype); err != nil {
 		return nil, err
@@ -154,10 +175,12 @@ func run(ctx context.Context, w *world, o options) error {
 
 	base := runConfig{workers: o.workers, batch: o.batch, steps: o.steps, lr: o.lr, mom: o.mom,
 		evalEvery: o.evalEvery, evalBatch: o.evalBatch, seed: o.seed, dtype: dt,
-		syncTimeout: o.syncTimeout, checkpoint: o.checkpoint, ckptEvery: o.ckptEvery, resume: o.resume}
+		syncTimeout: o.syncTimeout, checkpoint: o.checkpoint, ckptEvery: o.ckptEvery, resume: o.resume,
+		act: o.act, depth: o.depth, precise: o.precise}
 	var results []*runResult
 	final := map[string][]float64{} // final test accuracy per run, over the seeds
 	var names []string
+	var perSeed [][]*runResult
 	for i := range o.seeds {
 		base.seed = o.seed + int64(i)
 		if o.seeds > 1 {
@@ -166,6 +189,7 @@ func run(ctx context.Context, w *world, o options) error {
 		if results, err = runAll(ctx, w, o, base, d, logf); err != nil {
 			return err
 		}
+		perSeed = append(perSeed, results)
 		for _, r := range results {
 			if _, ok := final[r.cfg.name]; !ok {
 				names = append(names, r.cfg.name)
@@ -174,6 +198,7 @@ func run(ctx context.Context, w *world, o options) error {
 		}
 		if o.seeds > 1 && i < o.seeds-1 && w.root() {
 			fmt.Print(table(results))
+			fmt.Print(preciseTable(results))
 		}
 	}
 	if !w.root() {
@@ -181,8 +206,10 @@ func run(ctx context.Context, w *world, o options) error {
 	}
 	fmt.Println()
 	fmt.Print(table(results))
+	fmt.Print(preciseTable(results))
 	if o.seeds > 1 {
 		fmt.Print(seedTable(names, final, o.seed))
+		fmt.Print(preciseSeedTable(perSeed, o.seed))
 	}
 	// One line per run that identifies its final state bit for bit: equal
 	// hashes mean bitwise-equal parameters and running statistics.

@@ -28,6 +28,9 @@ type runConfig struct {
 	evalBatch int
 	seed      int64 // weights of rank 0 and the data order
 	dtype     tensor.Dtype
+	act       cnn.Activation // after every convolution and its BN
+	depth     int            // extra 7×7 blocks conv → BN → act (cnn.Config.Depth)
+	precise   bool           // after training, also evaluate with the population statistics (bn.Precise)
 
 	syncTimeout time.Duration // bounds every collective (the BN layers' and the data-parallel ones)
 	checkpoint  string        // file rank 0 writes every ckptEvery steps ("": none)
@@ -77,6 +80,15 @@ type runResult struct {
 	params   []float64 // final learnables
 	stats    []float64 // final running statistics (runningStats order)
 	train    time.Duration
+
+	// With cfg.precise: the population statistics of every BN layer over
+	// the training images (runningStats order; popImages of them), and
+	// the test accuracy with them instead of the running statistics.
+	pop       []float64
+	popImages int
+	popAcc    float64
+	layers    []string // the BN layers' names
+	channels  []int    // and their channel counts
 }
 
 // data is what every worker reads.
@@ -99,7 +111,7 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 		logf = func(string, ...any) {}
 	}
 	// Each rank draws its own weights; Broadcast makes them rank 0's.
-	w, err := newWeights(cfg.dtype, cfg.seed+int64(rank)*7919)
+	w, err := newWeights(cfg.dtype, cfg.seed+int64(rank)*7919, cfg.depth)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name, err)
 	}
@@ -107,7 +119,7 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 	if cfg.syncBN {
 		bnComm = comm
 	}
-	tn, err := newNet(w, cfg.batch, bnComm, true, bn.WithSyncTimeout(cfg.timeout()))
+	tn, err := newNet(w, cfg.act, cfg.batch, bnComm, true, bn.WithSyncTimeout(cfg.timeout()))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.name, err)
 	}
@@ -217,7 +229,21 @@ func worker(ctx context.Context, comm collective.Communicator, cfg runConfig, d 
 	}
 	res.finalAcc = acc
 	res.params, res.stats = tn.Values(), runningStats(tn)
+	for _, l := range tn.BNs {
+		res.layers, res.channels = append(res.layers, l.Name()), append(res.channels, l.Channels())
+	}
 	logf("%-14s done: test accuracy (%d images) %.2f%%, training %.1f s", cfg.name, d.test.Len(), 100*acc, res.train.Seconds())
+	if cfg.precise {
+		p0 := time.Now()
+		if res.pop, res.popImages, err = ev.population(ctx, d.train, cfg.evalBatch); err != nil {
+			return nil, cfg.collectiveErr("population statistics", -1, err)
+		}
+		if res.popAcc, err = ev.accuracyWith(ctx, d.test, cfg.evalBatch, res.pop); err != nil {
+			return nil, cfg.collectiveErr("evaluation with the population statistics", -1, err)
+		}
+		logf("%-14s population statistics over %d training images: test accuracy %.2f%% (running statistics %.2f%%), %.1f s",
+			cfg.name, res.popImages, 100*res.popAcc, 100*acc, time.Since(p0).Seconds())
+	}
 	return res, nil
 }
 
@@ -243,7 +269,7 @@ func (e *evaluator) net(batch int) (*cnn.Net, error) {
 	if n, ok := e.nets[batch]; ok {
 		return n, nil
 	}
-	n, err := newNet(e.w, batch, nil, false)
+	n, err := newNet(e.w, e.cfg.act, batch, nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -255,16 +281,17 @@ func (e *evaluator) net(batch int) (*cnn.Net, error) {
 }
 
 func (e *evaluator) accuracy(ctx context.Context, set *mnist.Set, batch int) (float64, error) {
+	return e.accuracyWith(ctx, set, batch, runningStats(e.train))
+}
+
+// accuracyWith is the accuracy with the BN layers normalizing with stats
+// (runningStats order): rank 0's, broadcast to every worker.
+func (e *evaluator) accuracyWith(ctx context.Context, set *mnist.Set, batch int, stats []float64) (float64, error) {
 	rank, K := 0, 1
 	if e.comm != nil {
 		rank, K = e.comm.Rank(), e.comm.Size()
 	}
-	// Rank 0's running statistics, for every worker's evaluation net.
-	var stats []float64
-	for _, l := range e.train.BNs {
-		m, v := l.RunningStats()
-		stats = append(append(stats, m...), v...)
-	}
+	stats = append([]float64(nil), stats...)
 	if e.comm != nil {
 		bctx, cancel := e.cfg.bound(ctx)
 		err := e.comm.Broadcast(bctx, collective.Float64s(stats), 0)
@@ -309,6 +336,50 @@ func (e *evaluator) accuracy(ctx context.Context, set *mnist.Set, batch int) (fl
 		}
 	}
 	return counts[0] / float64(set.Len()), nil
+}
+
+// population returns the population statistics of every BN layer over the
+// training images set, in runningStats order, and the number of images
+// they are over. They are the statistics each layer sees at inference,
+// computed layer by layer with bn.Precise on a forward-only evaluation net
+// of the given batch: when layer k's pass runs, the layers before it
+// already normalize with their population statistics (bn.Eval), as at test
+// time; the layer itself normalizes its batch with the batch's statistics
+// during the pass, which changes nothing before it. Each worker runs an
+// equal share of whole batches (images [rank·nb·batch, (rank+1)·nb·batch),
+// nb = ⌊N/(K·batch)⌋; the rest of the images is left out and the count
+// says so) and bn.Precise merges the workers' moments exactly (Comm).
+func (e *evaluator) population(ctx context.Context, set *mnist.Set, batch int) ([]float64, int, error) {
+	rank, K := 0, 1
+	if e.comm != nil {
+		rank, K = e.comm.Rank(), e.comm.Size()
+	}
+	nb := set.Len() / (K * batch)
+	if nb == 0 {
+		return nil, 0, fmt.Errorf("%d training images, fewer than one batch of %d per worker (%d workers)", set.Len(), batch, K)
+	}
+	n, err := e.net(batch)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := n.CopyBN(e.train); err != nil { // γ, β; the running statistics are replaced layer by layer
+		return nil, 0, err
+	}
+	if err := n.SetMode(bn.Eval); err != nil {
+		return nil, 0, err
+	}
+	base := rank * nb * batch
+	all := mnist.Range(set.Len())
+	for k, l := range n.BNs {
+		_, err := bn.Precise(ctx, []bn.Normalizer{l}, func(ctx context.Context, i int) (int, error) {
+			lo := base + i*batch
+			return batch, n.Run(set, all[lo:lo+batch])
+		}, bn.PreciseOptions{Batches: nb, Comm: e.comm, SyncTimeout: e.cfg.timeout()})
+		if err != nil {
+			return nil, 0, fmt.Errorf("layer %d (%s): %w", k+1, l.Name(), err)
+		}
+	}
+	return runningStats(n), K * nb * batch, nil
 }
 
 // allReduceMean replaces v by its mean over the workers.
