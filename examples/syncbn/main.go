@@ -75,6 +75,10 @@ type options struct {
 	profile               func() (func() error, error)
 }
 
+// quickFlags are the flag values of -quick (a small configuration for tests
+// and a first look; flags given explicitly win).
+var quickFlags = map[string]string{"steps": "300", "train": "2400", "test": "2000", "eval": "1000", "eval-every": "100"}
+
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var o options
 	fs := cli.NewFlagSet("syncbn", "Data-parallel training at 2 samples per worker: per-worker BN vs SyncBN vs one worker with the whole batch (in-process workers; MPI processes with -tags mpi).", stderr)
@@ -103,7 +107,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.depth, "depth", 0, fmt.Sprintf("extra blocks conv 3×3 (%d) → BN → activation at 7×7 after the second pool (0 … %d)", cnn.C2, cnn.MaxDepth))
 	fs.BoolVar(&o.precise, "precise", false, "after training, also compute each BN layer's population statistics over the training images (bn.Precise, layer by layer, forward only) and report the test accuracy with them and the error of the running statistics")
 	o.profile = cli.CPUProfile(fs)
+	quick := cli.Quick(fs, quickFlags)
 	if err := cli.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	if err := quick(); err != nil {
 		return nil, err
 	}
 	var err error

@@ -9,9 +9,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -192,4 +194,35 @@ func Stage(w io.Writer) func(format string, args ...any) {
 func IsTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// Quick registers the flag -quick on fs: a small configuration, for tests
+// and a first look, given as flag values. Call the returned function after
+// Parse: when -quick was set, it gives every flag of preset that the
+// command line did not set the preset's value (flags given explicitly
+// win); a preset naming a flag fs does not have, or a value the flag
+// rejects, is an error.
+func Quick(fs *flag.FlagSet, preset map[string]string) func() error {
+	keys := slices.Sorted(maps.Keys(preset))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = "-" + k + " " + preset[k]
+	}
+	quick := fs.Bool("quick", false, "a small configuration (tests, a first look): "+strings.Join(parts, ", ")+" (flags given explicitly win)")
+	return func() error {
+		if !*quick {
+			return nil
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, k := range keys {
+			if set[k] {
+				continue
+			}
+			if err := fs.Set(k, preset[k]); err != nil {
+				return fmt.Errorf("-quick: -%s %s: %w", k, preset[k], err)
+			}
+		}
+		return nil
+	}
 }

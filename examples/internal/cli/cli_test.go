@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"flag"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -82,5 +83,51 @@ func TestParseErrorMarked(t *testing.T) {
 	}
 	if _, err := Seeds(0); err == nil {
 		t.Error("Seeds(0) accepted")
+	}
+}
+
+func TestQuick(t *testing.T) {
+	newSet := func(preset map[string]string) (*flag.FlagSet, *int, *string, func() error) {
+		fs := flag.NewFlagSet("x", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		n := fs.Int("n", 100, "")
+		s := fs.String("s", "a,b", "")
+		return fs, n, s, Quick(fs, preset)
+	}
+	preset := map[string]string{"n": "3", "s": "q"}
+	for _, c := range []struct {
+		args  []string
+		wantN int
+		wantS string
+	}{
+		{nil, 100, "a,b"},
+		{[]string{"-quick"}, 3, "q"},
+		{[]string{"-quick", "-n", "7"}, 7, "q"},
+		{[]string{"-n", "7", "-quick"}, 7, "q"},
+		{[]string{"-quick=false", "-s", "z"}, 100, "z"},
+	} {
+		fs, n, s, apply := newSet(preset)
+		if err := Parse(fs, c.args); err != nil {
+			t.Fatalf("%q: %v", c.args, err)
+		}
+		if err := apply(); err != nil {
+			t.Fatalf("%q: %v", c.args, err)
+		}
+		if *n != c.wantN || *s != c.wantS {
+			t.Errorf("%q: -n %d -s %q, want %d %q", c.args, *n, *s, c.wantN, c.wantS)
+		}
+	}
+	for _, bad := range []map[string]string{{"nope": "1"}, {"n": "x"}} {
+		fs, _, _, apply := newSet(bad)
+		if err := Parse(fs, []string{"-quick"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := apply(); err == nil {
+			t.Errorf("preset %v: no error", bad)
+		}
+	}
+	fs, _, _, _ := newSet(preset)
+	if u := fs.Lookup("quick").Usage; !strings.Contains(u, "-n 3, -s q") {
+		t.Errorf("usage %q does not list the preset", u)
 	}
 }
