@@ -69,13 +69,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.out, "out", filepath.Join("out", "federated"), "output folder")
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the GoMNIST module's)")
 	dtype := fs.String("dtype", "float32", "element type: float32 or float64")
-	quick := fs.Bool("quick", false, "a small configuration (tests): 4 nodes, 3 rounds, 2000 training and 1000 test images, 1 seed")
+	quick := cli.Quick(fs, map[string]string{"nodes": "4", "rounds": "3", "local-steps": "30", "train": "2000", "test": "1000", "seeds": "1"})
 	o.profile = cli.CPUProfile(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
-	if *quick {
-		c.nodes, c.rounds, c.localSteps, o.trainN, o.testN, o.seeds = 4, 3, 30, 2000, 1000, 1
+	if err := quick(); err != nil {
+		return nil, err
 	}
 	var err error
 	if c.dtype, err = cli.Dtype(*dtype); err != nil {

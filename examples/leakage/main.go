@@ -56,13 +56,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.data, "data", "", "folder of the MNIST idx .gz files (default: the GoMNIST module's)")
 	vs := fs.String("variants", strings.Join(variantFlags[:], ","), "comma-separated variants: local (per-worker BN), sync (SyncBN), shuffle (shuffle BN), iid (per-worker BN on i.i.d. batches)")
 	dtype := fs.String("dtype", "float32", "element type: float32 or float64")
-	quick := fs.Bool("quick", false, "a small configuration (tests): 2 epochs of 40 steps, 4000 training and 1000 test images, 1 seed")
+	quick := cli.Quick(fs, map[string]string{"epochs": "2", "steps": "40", "train": "4000", "test": "1000", "pop-samples": "1000", "seeds": "1"})
 	o.profile = cli.CPUProfile(fs)
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
-	if *quick {
-		c.epochs, c.steps, o.trainN, o.testN, c.popSamples, o.seeds = 2, 40, 4000, 1000, 1000, 1
+	if err := quick(); err != nil {
+		return nil, err
 	}
 	var err error
 	if c.dtype, err = cli.Dtype(*dtype); err != nil {

@@ -28,7 +28,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -80,20 +79,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.trainSubset, "train-subset", 0, "training images used, the first ones (0: all 60000)")
 	fs.IntVar(&o.testSubset, "test-subset", 0, "test images used, the first ones (0: all 10000)")
 	dtype := fs.String("dtype", "float32", "element type: float32 or float64")
-	q := fs.Bool("quick", false, "a smoke run: "+quickString())
+	applyQuick := cli.Quick(fs, quick)
 	if err := cli.Parse(fs, args); err != nil {
 		return nil, err
 	}
-	if *q {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name, v := range quick {
-			if !set[name] {
-				if err := fs.Set(name, v); err != nil {
-					return nil, err
-				}
-			}
-		}
+	if err := applyQuick(); err != nil {
+		return nil, err
 	}
 	var err error
 	if c.dtype, err = cli.Dtype(*dtype); err != nil {
@@ -130,14 +121,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-train-subset %d and -test-subset %d must be ≥ 0", o.trainSubset, o.testSubset)
 	}
 	return o, nil
-}
-
-func quickString() string {
-	var s []string
-	for _, k := range []string{"steps", "seeds", "train-subset", "test-subset", "curve-test", "eval-every", "eval-batch", "warmup", "rmax-ramp", "dmax-ramp"} {
-		s = append(s, fmt.Sprintf("-%s %s", k, quick[k]))
-	}
-	return strings.Join(s, ", ") + " (flags given explicitly win)"
 }
 
 func main() {
