@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gorgonia-bn/bn/collective"
 	"github.com/gorgonia-bn/bn/examples/internal/cnn"
 	"github.com/gorgonia-bn/bn/examples/internal/mnist"
 	"gorgonia.org/tensor"
@@ -33,41 +32,9 @@ import (
 func TestDeepSyncBNAndPrecise(t *testing.T) {
 	d := loadSmall(t)
 	ctx := context.Background()
-	w := &world{}
 	base := runConfig{workers: 4, batch: 2, steps: 20, lr: 0.02, mom: 0.9, evalEvery: 0, evalBatch: 50, seed: 5,
 		dtype: tensor.Float64, depth: 2, precise: true}
-	quiet := func(string, ...any) {}
-	group := func(cfg runConfig) *runResult {
-		t.Helper()
-		res, err := w.group(ctx, cfg.workers, func(ctx context.Context, c collective.Communicator) (*runResult, error) {
-			return worker(ctx, c, cfg, d, quiet)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	local := base
-	local.name = "per-worker BN"
-	sync := base
-	sync.name, sync.syncBN = "SyncBN", true
-	single := base
-	single.name, single.workers, single.batch = "one worker", 1, 8
-	rl, rs := group(local), group(sync)
-	r1, err := worker(ctx, nil, single, d, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	maxDiff := func(a, b []float64) float64 {
-		if len(a) != len(b) {
-			return math.Inf(1)
-		}
-		m := 0.0
-		for i := range a {
-			m = max(m, math.Abs(a[i]-b[i]))
-		}
-		return m
-	}
+	rl, rs, r1 := runThree(ctx, t, d, base)
 	if want := 4; len(rs.layers) != want || len(rs.stats) != 2*(cnn.C1+3*cnn.C2) {
 		t.Fatalf("layers %v, %d running statistics; want %d layers", rs.layers, len(rs.stats), want)
 	}
@@ -92,9 +59,9 @@ func TestDeepSyncBNAndPrecise(t *testing.T) {
 	// same training, evaluated in batches of 40 instead of 50. (One pass
 	// over all layers at once, each normalizing with its batch's
 	// statistics as during training, would differ here.)
-	single40 := single
-	single40.evalBatch = 40
-	r40, err := worker(ctx, nil, single40, d, quiet)
+	single40 := base
+	single40.name, single40.workers, single40.batch, single40.evalBatch = "one worker", 1, base.workers*base.batch, 40
+	r40, err := worker(ctx, nil, single40, d, func(string, ...any) {})
 	if err != nil {
 		t.Fatal(err)
 	}

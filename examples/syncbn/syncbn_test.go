@@ -30,39 +30,10 @@ func loadSmall(t *testing.T) *data {
 func TestSyncBNMatchesOneWorker(t *testing.T) {
 	d := loadSmall(t)
 	ctx := context.Background()
-	w := &world{}
 	base := runConfig{workers: 4, batch: 2, steps: 20, lr: 0.02, mom: 0.9, evalEvery: 10, evalBatch: 50, seed: 3, dtype: tensor.Float64}
-	quiet := func(string, ...any) {}
-	group := func(cfg runConfig) *runResult {
-		t.Helper()
-		res, err := w.group(ctx, cfg.workers, func(ctx context.Context, c collective.Communicator) (*runResult, error) {
-			return worker(ctx, c, cfg, d, quiet)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	local := base
-	local.name = "local"
-	sync := base
-	sync.name, sync.syncBN = "sync", true
-	single := base
-	single.name, single.workers, single.batch = "single", 1, 8
-	rl, rs := group(local), group(sync)
-	r1, err := worker(ctx, nil, single, d, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rl, rs, r1 := runThree(ctx, t, d, base)
 	if len(rs.loss) != base.steps || len(rs.testAcc) != 2 {
 		t.Fatalf("%d losses, %d accuracies; want %d, 2", len(rs.loss), len(rs.testAcc), base.steps)
-	}
-	maxDiff := func(a, b []float64) float64 {
-		m := 0.0
-		for i := range a {
-			m = max(m, math.Abs(a[i]-b[i]))
-		}
-		return m
 	}
 	if dd := maxDiff(rs.params, r1.params); !(dd < 1e-9) {
 		t.Errorf("SyncBN vs one worker: max |Δθ| = %g", dd)
@@ -116,4 +87,45 @@ func TestSeedTable(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, got)
 		}
 	}
+}
+
+// runThree runs base as per-worker BN and as SyncBN on base.workers
+// in-process workers, and as one worker with the whole batch (workers ×
+// batch samples): the three runs of the example.
+func runThree(ctx context.Context, t *testing.T, d *data, base runConfig) (local, sync, single *runResult) {
+	t.Helper()
+	quiet := func(string, ...any) {}
+	w := &world{}
+	group := func(cfg runConfig) *runResult {
+		t.Helper()
+		res, err := w.group(ctx, cfg.workers, func(ctx context.Context, c collective.Communicator) (*runResult, error) {
+			return worker(ctx, c, cfg, d, quiet)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	lc, sc, oc := base, base, base
+	lc.name = "per-worker BN"
+	sc.name, sc.syncBN = "SyncBN", true
+	oc.name, oc.workers, oc.batch = "one worker", 1, base.workers*base.batch
+	local, sync = group(lc), group(sc)
+	single, err := worker(ctx, nil, oc, d, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return local, sync, single
+}
+
+// maxDiff is max |a[i] − b[i]|, +Inf when the lengths differ.
+func maxDiff(a, b []float64) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	m := 0.0
+	for i := range a {
+		m = max(m, math.Abs(a[i]-b[i]))
+	}
+	return m
 }
